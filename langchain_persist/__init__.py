@@ -1,0 +1,35 @@
+"""langchain-persist: durable LangChain and LangGraph runs in SQLite or PostgreSQL."""
+
+from ._errors import (
+    ConfigurationError,
+    NotFoundError,
+    OwnershipError,
+    PersistenceError,
+    SchemaError,
+    SerializationError,
+    StorageError,
+    ValidationError,
+)
+from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from ._service import ResultsPersistenceService
+
+results_persistence = ResultsPersistenceService()
+"""The module-level service of the seed, configured lazily from the environment."""
+
+__all__ = [
+    "AgentResult",
+    "AgentTrace",
+    "CheckpointState",
+    "ConfigurationError",
+    "ExecutionLog",
+    "NotFoundError",
+    "OwnershipError",
+    "Page",
+    "PersistenceError",
+    "ResultsPersistenceService",
+    "SchemaError",
+    "SerializationError",
+    "StorageError",
+    "ValidationError",
+    "results_persistence",
+]

@@ -1,0 +1,154 @@
+"""Database URLs, engines and pools: the one place that knows SQLite from PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ._errors import ConfigurationError
+
+DEFAULT_SQLITE_FILE = "langchain_persist.db"
+URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else the environment, else a SQLite file here.
+
+    Plain ``postgresql://`` and ``postgres://`` URLs are served by psycopg 3, and a bare file
+    path (no ``://``) means a SQLite file.
+    """
+    url = url or next((os.environ[v] for v in URL_VARIABLES if os.environ.get(v)), None)
+    if not url:
+        return f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    if "://" not in url:
+        return f"sqlite:///{Path(url)}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
+class Database:
+    """One engine (with its pool) and the transactions the store runs in."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise ConfigurationError(
+                f"cannot parse database URL {self.url!r}: use sqlite:///path/to/file.db "
+                "or postgresql://user@host:5432/dbname"
+            ) from exc
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(self.url)
+        elif self.dialect == "postgresql":
+            self.engine = _postgres_engine(self.url)
+        else:
+            raise ConfigurationError(
+                f"unsupported database {self.dialect!r} in {parsed.render_as_string()!r}: "
+                "langchain-persist runs on SQLite and PostgreSQL"
+            )
+        self._writer = self.engine.execution_options(sqlite_immediate=True)
+        self.schema_checked = False
+        self.lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Database({make_url(self.url).render_as_string()!r})"
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads; its transaction is rolled back at the end."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed at the end (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self._writer.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+_databases: dict[str, Database] = {}
+_databases_lock = threading.Lock()
+
+
+def get_database(url: str | None = None) -> Database:
+    """The process-wide `Database` for a URL, so that every part shares one pool."""
+    resolved = resolve_url(url)
+    with _databases_lock:
+        db = _databases.get(resolved)
+        if db is None:
+            db = _databases[resolved] = Database(resolved)
+        return db
+
+
+def _sqlite_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=8,
+        max_overflow=16,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        cursor = dbapi_conn.cursor()
+        for pragma in (
+            "journal_mode=WAL",  # readers never block the writer
+            "synchronous=NORMAL",  # durable against a killed process, one fsync per checkpoint
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",  # wait for the lock, never "database is locked"
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: str) -> Engine:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigurationError(
+            "PostgreSQL needs psycopg 3: pip install 'langchain-persist[postgres]'"
+        ) from exc
+    return create_engine(
+        url,
+        pool_pre_ping=True,  # survive a server restart or an idle timeout
+        pool_size=10,
+        max_overflow=20,
+        pool_recycle=1800,
+        # no server-side prepared statements, so PgBouncer in transaction mode works
+        connect_args={"prepare_threshold": None},
+    )
+
+
+def dispose_database(url: str | None = None) -> None:
+    """Close the pool of a URL's `Database` and forget it (the next use opens a new one)."""
+    with _databases_lock:
+        db = _databases.pop(resolve_url(url), None)
+    if db is not None:
+        db.dispose()

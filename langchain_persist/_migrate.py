@@ -1,0 +1,80 @@
+"""Alembic glue: the migrations ship inside the package and run on our own connections."""
+
+from __future__ import annotations
+
+import functools
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+
+from ._engine import Database
+from ._errors import SchemaError
+
+VERSION_TABLE = "langchain_persist_version"
+_LOCK_KEY = 0x6C635F70  # "lc_p": serializes concurrent upgrades of one PostgreSQL database
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations (and at ``connection``)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", "langchain_persist:migrations")
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(db: Database) -> str | None:
+    """The migration the database is at, or None for an empty database."""
+    with db.read() as conn:
+        return MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+
+
+def upgrade(db: Database, revision: str = "head") -> None:
+    """Upgrade the schema; concurrent callers wait for each other, then find nothing to do."""
+    with db.write() as conn:  # BEGIN IMMEDIATE on SQLite: one upgrader at a time
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        command.upgrade(alembic_config(conn), revision)
+    db.schema_checked = False
+
+
+def check(db: Database) -> None:
+    """Raise if the database schema differs from the schema module (Alembic's ``check``)."""
+    with db.read() as conn:
+        command.check(alembic_config(conn))
+
+
+def ensure_schema(db: Database, *, migrate: bool = True) -> None:
+    """Make sure the schema is current: upgrade it, or raise `SchemaError` naming the fix."""
+    if db.schema_checked:
+        return
+    with db.lock:
+        if db.schema_checked:
+            return
+        current, head = current_revision(db), head_revision()
+        if current != head:
+            known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+            if current is not None and current not in known:
+                raise SchemaError(
+                    f"the database {db!r} is at schema {current}, newer than this langchain-persist "
+                    f"(which knows up to {head}): upgrade the package"
+                )
+            if not migrate:
+                raise SchemaError(
+                    f"the database {db!r} is at schema {current or 'none'}, older than this code "
+                    f"({head}): run `langchain-persist db upgrade --url URL`"
+                )
+            upgrade(db)
+        db.schema_checked = True
