@@ -114,7 +114,7 @@ def _sqlite_engine(url: str) -> Engine:
         for pragma in (
             "journal_mode=WAL",  # readers never block the writer
             "synchronous=NORMAL",  # durable against a killed process, one fsync per checkpoint
-            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",  # wait for the lock, never "database is locked"
+            f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",  # wait for the lock, not "database is locked"
             "foreign_keys=ON",
         ):
             cursor.execute(f"PRAGMA {pragma}")

@@ -65,11 +65,12 @@ def ensure_schema(db: Database, *, migrate: bool = True) -> None:
             return
         current, head = current_revision(db), head_revision()
         if current != head:
-            known = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+            script = ScriptDirectory.from_config(alembic_config())
+            known = {s.revision for s in script.walk_revisions()}
             if current is not None and current not in known:
                 raise SchemaError(
-                    f"the database {db!r} is at schema {current}, newer than this langchain-persist "
-                    f"(which knows up to {head}): upgrade the package"
+                    f"the database {db!r} is at schema {current}, newer than this "
+                    f"langchain-persist (which knows up to {head}): upgrade the package"
                 )
             if not migrate:
                 raise SchemaError(

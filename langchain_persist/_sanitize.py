@@ -74,11 +74,11 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if hasattr(value, "model_dump"):  # pydantic v2 models, LangChain messages
         try:
             return jsonable(value.model_dump(), depth)
-        except Exception:  # noqa: BLE001 - a broken model still gets stored as its repr
+        except Exception:
             pass
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return jsonable(dataclasses.asdict(value), depth)
     try:
         return clean_text(repr(value))
-    except Exception:  # noqa: BLE001 - a __repr__ that raises must not crash the caller
+    except Exception:
         return f"<unrepresentable {type(value).__qualname__}>"

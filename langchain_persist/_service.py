@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,6 +55,14 @@ def _key(field: str, value: Any, *, required: bool = True) -> str | None:
     if len(value) > 255:
         raise ValidationError(f"{field} is {len(value)} characters long; the limit is 255")
     return clean_text(value)
+
+
+def _uuid(value: Any) -> str | None:
+    """A result id in canonical form, or None when it cannot be one (so it matches no row)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
 
 
 def _status(value: str) -> str:
@@ -200,8 +209,9 @@ class ResultsPersistenceService:
         if status is not None:
             _status(status)
         with self._blocking("update the result"), self.db.write() as conn:
-            current = results.get_result(conn, result_id, for_update=True)
-            if current is None:
+            key = _uuid(result_id)
+            current = key and results.get_result(conn, key, for_update=True)
+            if not current:
                 raise NotFoundError(f"no result with id {result_id!r}")
             if status is not None and status != current.status:
                 if status not in STATUS_MOVES[current.status]:
@@ -215,12 +225,15 @@ class ResultsPersistenceService:
             if patch:
                 changes["metadata"] = {**current.metadata, **patch}
             changes["updated_at"] = _now()
-            return results.update_result(conn, result_id, changes)
+            return results.update_result(conn, current.id, changes)
 
     def get_result(self, result_id: str) -> AgentResult | None:
         """A result by id, or None."""
+        key = _uuid(result_id)
+        if key is None:
+            return None
         with self.db.read() as conn:
-            return results.get_result(conn, result_id)
+            return results.get_result(conn, key)
 
     def get_agent_results(
         self,
@@ -276,8 +289,13 @@ class ResultsPersistenceService:
         """Save a log line; on any failure count it in `dropped` and return None."""
         try:
             row = self.log_row(
-                agent_id=agent_id, execution_id=execution_id, message=message, level=level,
-                source=source, metadata=metadata, timestamp=timestamp,
+                agent_id=agent_id,
+                execution_id=execution_id,
+                message=message,
+                level=level,
+                source=source,
+                metadata=metadata,
+                timestamp=timestamp,
             )
         except ValidationError as exc:
             self._drop("logs", 1, exc)
@@ -301,9 +319,16 @@ class ResultsPersistenceService:
         """Save a trace event (content truncated); on any failure count it and return None."""
         try:
             row = self.trace_row(
-                agent_id=agent_id, execution_id=execution_id, type=type, content=content,
-                name=name, run_id=run_id, parent_run_id=parent_run_id, metadata=metadata,
-                duration=duration, timestamp=timestamp,
+                agent_id=agent_id,
+                execution_id=execution_id,
+                type=type,
+                content=content,
+                name=name,
+                run_id=run_id,
+                parent_run_id=parent_run_id,
+                metadata=metadata,
+                duration=duration,
+                timestamp=timestamp,
             )
         except ValidationError as exc:
             self._drop("traces", 1, exc)
@@ -367,7 +392,8 @@ class ResultsPersistenceService:
             "execution_id": _key("execution_id", execution_id),
             "run_id": _key("run_id", None if run_id is None else str(run_id), required=False),
             "parent_run_id": _key(
-                "parent_run_id", None if parent_run_id is None else str(parent_run_id),
+                "parent_run_id",
+                None if parent_run_id is None else str(parent_run_id),
                 required=False,
             ),
             "type": type,
@@ -515,7 +541,7 @@ class ResultsPersistenceService:
         try:
             with self.db.write() as conn:
                 events.insert_events(conn, table, rows)
-        except Exception as exc:  # noqa: BLE001 - logs and traces never raise to the caller
+        except Exception as exc:
             self._drop(kind, len(rows), exc)
             return 0
         return len(rows)
@@ -524,7 +550,10 @@ class ResultsPersistenceService:
         self.dropped[kind] += count
         logger.warning(
             "langchain-persist dropped %d %s row(s) (%d so far): %s",
-            count, kind, self.dropped[kind], exc,
+            count,
+            kind,
+            self.dropped[kind],
+            exc,
         )
 
     @contextmanager

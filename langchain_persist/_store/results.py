@@ -46,8 +46,11 @@ def list_results(
 ) -> Page[AgentResult]:
     """Results newest first, filtered, one page at a time."""
     query = select(t).order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
-    for column, value in ((t.c.agent_id, agent_id), (t.c.execution_id, execution_id),
-                          (t.c.status, status)):
+    for column, value in (
+        (t.c.agent_id, agent_id),
+        (t.c.execution_id, execution_id),
+        (t.c.status, status),
+    ):
         if value is not None:
             query = query.where(column == value)
     if cursor:
