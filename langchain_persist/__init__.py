@@ -11,6 +11,7 @@ from ._errors import (
     ValidationError,
 )
 from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from ._saver import PersistSaver
 from ._service import ResultsPersistenceService
 
 results_persistence = ResultsPersistenceService()
@@ -25,6 +26,7 @@ __all__ = [
     "NotFoundError",
     "OwnershipError",
     "Page",
+    "PersistSaver",
     "PersistenceError",
     "ResultsPersistenceService",
     "SchemaError",

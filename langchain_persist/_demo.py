@@ -1,4 +1,4 @@
-"""The main job: run the seed's flow against the embedded SQLite default and show what was stored."""
+"""The main job: the seed's flow on the embedded SQLite default, and what was stored."""
 
 from __future__ import annotations
 

@@ -109,14 +109,16 @@ checkpoint_states = Table(
     "checkpoint_states",
     metadata,
     Column("thread_id", Key, primary_key=True),
-    Column("checkpoint_ns", Key, primary_key=True),
+    Column("checkpoint_ns", Text, primary_key=True),
     Column("checkpoint_id", Key, primary_key=True),
     Column("id", Id, nullable=False),
     Column("agent_id", Key),
     Column("parent_checkpoint_id", Key),
     Column("run_id", Key),
-    Column("state", Json),
-    Column("checkpoint", LargeBinary),
+    Column("state", Json),  # a JSON state saved through the service
+    Column("type", String(32)),  # how `checkpoint` is encoded (rows written by PersistSaver)
+    Column("checkpoint", LargeBinary),  # the LangGraph checkpoint, without values and versions
+    Column("versions", Json),  # its channel_versions, readable by SQL
     Column("metadata", Json, nullable=False),
     _at("created_at"),
     Index(None, "checkpoint_id"),
@@ -129,18 +131,20 @@ checkpoint_state_values = Table(
     "checkpoint_state_values",
     metadata,
     Column("thread_id", Key, primary_key=True),
-    Column("checkpoint_ns", Key, primary_key=True),
+    Column("checkpoint_ns", Text, primary_key=True),
     Column("channel", Key, primary_key=True),
     Column("version", String(64), primary_key=True),
     Column("type", String(32), nullable=False),
     Column("blob", LargeBinary),
+    # set when `blob` holds only what was appended to the list stored at this version
+    Column("base_version", String(64)),
 )
 
 checkpoint_state_writes = Table(
     "checkpoint_state_writes",
     metadata,
     Column("thread_id", Key, primary_key=True),
-    Column("checkpoint_ns", Key, primary_key=True),
+    Column("checkpoint_ns", Text, primary_key=True),
     Column("checkpoint_id", Key, primary_key=True),
     Column("task_id", Key, primary_key=True),
     Column("idx", Integer, primary_key=True, autoincrement=False),

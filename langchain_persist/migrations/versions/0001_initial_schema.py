@@ -89,11 +89,12 @@ def upgrade() -> None:
     op.create_table(
         "checkpoint_state_values",
         sa.Column("thread_id", sa.String(length=255), nullable=False),
-        sa.Column("checkpoint_ns", sa.String(length=255), nullable=False),
+        sa.Column("checkpoint_ns", sa.Text(), nullable=False),
         sa.Column("channel", sa.String(length=255), nullable=False),
         sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("blob", sa.LargeBinary(), nullable=True),
+        sa.Column("base_version", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint(
             "thread_id",
             "checkpoint_ns",
@@ -105,7 +106,7 @@ def upgrade() -> None:
     op.create_table(
         "checkpoint_state_writes",
         sa.Column("thread_id", sa.String(length=255), nullable=False),
-        sa.Column("checkpoint_ns", sa.String(length=255), nullable=False),
+        sa.Column("checkpoint_ns", sa.Text(), nullable=False),
         sa.Column("checkpoint_id", sa.String(length=255), nullable=False),
         sa.Column("task_id", sa.String(length=255), nullable=False),
         sa.Column("idx", sa.Integer(), autoincrement=False, nullable=False),
@@ -125,7 +126,7 @@ def upgrade() -> None:
     op.create_table(
         "checkpoint_states",
         sa.Column("thread_id", sa.String(length=255), nullable=False),
-        sa.Column("checkpoint_ns", sa.String(length=255), nullable=False),
+        sa.Column("checkpoint_ns", sa.Text(), nullable=False),
         sa.Column("checkpoint_id", sa.String(length=255), nullable=False),
         sa.Column("id", sa.Uuid(as_uuid=False), nullable=False),
         sa.Column("agent_id", sa.String(length=255), nullable=True),
@@ -136,7 +137,13 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=True,
         ),
+        sa.Column("type", sa.String(length=32), nullable=True),
         sa.Column("checkpoint", sa.LargeBinary(), nullable=True),
+        sa.Column(
+            "versions",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
         sa.Column(
             "metadata",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),

@@ -1,0 +1,78 @@
+"""How channel values become bytes: LangGraph's serializer, zstd when it pays, and list tails.
+
+A value is stored as ``(type, blob)`` where ``type`` is the serializer's type tag, suffixed with
+``+zstd`` when the blob is compressed.  A list that only grew since a stored *base* version is
+stored as a *tail*: msgpack encodes a list as an array header followed by its items, so when the
+base's items are a byte prefix of the new items, the row keeps the new header and the appended
+bytes only, and names its base.  The check is on bytes, so it holds however the list was built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zstandard
+
+from ._errors import SerializationError
+
+ZSTD = "+zstd"
+EMPTY = "empty"
+COMPRESS_MIN_BYTES = 512
+ZSTD_LEVEL = 3
+
+
+def pack(type_: str, raw: bytes) -> tuple[str, bytes]:
+    """Compress ``raw`` with zstd when it is large enough and shrinks by at least 10%."""
+    if len(raw) >= COMPRESS_MIN_BYTES:
+        packed = zstandard.compress(raw, ZSTD_LEVEL)
+        if len(packed) <= len(raw) * 0.9:
+            return type_ + ZSTD, packed
+    return type_, raw
+
+
+def unpack(type_: str, blob: bytes) -> tuple[str, bytes]:
+    """Undo `pack`."""
+    if type_.endswith(ZSTD):
+        return type_[: -len(ZSTD)], zstandard.decompress(blob)
+    return type_, bytes(blob)
+
+
+def dump(serde: Any, value: Any, what: str) -> tuple[str, bytes]:
+    """Serialize with LangGraph's serializer; a failure names ``what`` and the type."""
+    try:
+        return serde.dumps_typed(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize {what}: a {type(value).__module__}.{type(value).__qualname__} "
+            f"({exc}); store plain data, LangChain messages, pydantic models or dataclasses, "
+            "or add the type to the serializer's allowlist"
+        ) from exc
+
+
+def _array_header(raw: bytes) -> int:
+    """Length of the msgpack array header at the start of ``raw``, or 0 if it is no array."""
+    if not raw:
+        return 0
+    first = raw[0]
+    if 0x90 <= first <= 0x9F:
+        return 1
+    return {0xDC: 3, 0xDD: 5}.get(first, 0)
+
+
+def tail_of(raw: bytes, base: bytes) -> bytes | None:
+    """The tail that rebuilds ``raw`` from ``base`` (both msgpack arrays), or None."""
+    head, base_head = _array_header(raw), _array_header(base)
+    if not head or not base_head:
+        return None
+    body = memoryview(base)[base_head:]
+    if len(raw) - head < len(body) or memoryview(raw)[head : head + len(body)] != body:
+        return None
+    return raw[:head] + raw[head + len(body) :]
+
+
+def join_tail(base: bytes, tail: bytes) -> bytes:
+    """Rebuild the full msgpack array from its base and a tail made by `tail_of`."""
+    head = _array_header(tail)
+    if not head:
+        raise ValueError("corrupt list tail: no msgpack array header")
+    return tail[:head] + base[_array_header(base) :] + tail[head:]

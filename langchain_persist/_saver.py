@@ -1,0 +1,633 @@
+"""`PersistSaver`: a LangGraph checkpoint saver over the langchain-persist tables.
+
+One row per checkpoint (`checkpoint_states`, the same rows `get_checkpoint_state` reads), one
+row per channel *version* (`checkpoint_state_values`: a channel that did not change is not
+stored again; a list that only grew is stored as the bytes appended since a base version), one
+row per pending write.  `put` and `put_writes` return only once their transaction committed.
+Async methods run the same code in a worker thread, so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from sqlalchemy import Row
+
+from ._aio import async_twin
+from ._codec import EMPTY, dump, join_tail, pack, tail_of, unpack
+from ._engine import get_database
+from ._errors import ValidationError
+from ._ids import uuid7
+from ._migrate import ensure_schema
+from ._sanitize import jsonable
+from ._store import checkpoints as store
+
+PAGE = 100
+# a list is stored as a tail while what was appended since its base stays this small
+TAIL_FRACTION = 8
+BASE_MIN_BYTES = 1024
+STRATEGIES = ("keep_latest", "delete")
+_DELTA_COUNTERS = "counters_since_delta_snapshot"
+
+
+class _Key(NamedTuple):
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str | None
+
+
+def _key(config: RunnableConfig) -> _Key:
+    conf = config.get("configurable") or {}
+    thread_id = conf.get("thread_id")
+    if thread_id is None or thread_id == "":
+        raise ValidationError(
+            'PersistSaver needs a thread: pass config={"configurable": {"thread_id": "..."}}'
+        )
+    return _Key(str(thread_id), conf.get("checkpoint_ns") or "", get_checkpoint_id(config))
+
+
+def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+class _Bases:
+    """The last full list this process stored per (thread, ns, channel): what tails build on.
+
+    Entries are added only after their row committed, and dropped when this process deletes
+    rows of the thread, so a tail never names a base that is not stored.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: OrderedDict[tuple[str, str, str], tuple[str, str, bytes]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[str, str, bytes] | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def add(self, items: list[tuple[tuple[str, str, str], tuple[str, str, bytes]]]) -> None:
+        with self._lock:
+            for key, entry in items:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def forget(self, thread_ids: Sequence[str]) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] in thread_ids]:
+                del self._entries[key]
+
+
+class PersistSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on SQLite or PostgreSQL: ``builder.compile(checkpointer=saver)``.
+
+    ``url`` is resolved like everywhere in langchain-persist (argument, then
+    ``LANGCHAIN_PERSIST_DATABASE_URL``, then ``DATABASE_URL``, then ``./langchain_persist.db``).
+    The schema is created or upgraded on construction unless ``migrate=False``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        serde: SerializerProtocol | None = None,
+        migrate: bool = True,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.db = get_database(url)
+        ensure_schema(self.db, migrate=migrate)
+        self._bases = _Bases()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        serde: SerializerProtocol | None = None,
+        migrate: bool = True,
+    ) -> PersistSaver:
+        """A ready saver for a database URL (also a sync and async context manager)."""
+        return cls(url, serde=serde, migrate=migrate)
+
+    def __repr__(self) -> str:
+        return f"PersistSaver({self.db!r})"
+
+    def __enter__(self) -> PersistSaver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PersistSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections (the saver opens new ones if used again)."""
+        self.db.dispose()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint and the values of the channels it changed; return its config."""
+        thread_id, ns, parent_id = _key(config)
+        rest = dict(checkpoint)
+        values = rest.pop("channel_values")
+        versions = rest.pop("channel_versions")
+        value_rows, new_bases = [], []
+        for channel, version in new_versions.items():
+            row, base = self._value_row(thread_id, ns, channel, str(version), values)
+            value_rows.append(row)
+            if base is not None:
+                new_bases.append(base)
+        type_, blob = pack(*dump(self.serde, rest, "the checkpoint"))
+        meta = jsonable(get_serializable_checkpoint_metadata(config, metadata))
+        conf = config.get("configurable") or {}
+        agent_id = conf.get("agent_id") or meta.get("agent_id")
+        run_id = meta.get("run_id")
+        row = {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint["id"],
+            "id": uuid7(),
+            "agent_id": None if agent_id is None else str(agent_id),
+            "parent_checkpoint_id": parent_id,
+            "run_id": None if run_id is None else str(run_id),
+            "type": type_,
+            "checkpoint": blob,
+            "versions": {k: str(v) for k, v in versions.items()},
+            "metadata": meta,
+            "created_at": dt.datetime.now(dt.UTC),
+        }
+        with self.db.write() as conn:
+            store.put_checkpoint(conn, row, value_rows)
+        self._bases.add(new_bases)
+        return _config(thread_id, ns, checkpoint["id"])
+
+    def _value_row(
+        self, thread_id: str, ns: str, channel: str, version: str, values: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], Any]:
+        """The row storing one channel version, and the base entry it makes (or None)."""
+        row = {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "channel": channel,
+            "version": version,
+            "type": EMPTY,
+            "blob": None,
+            "base_version": None,
+        }
+        if channel not in values:
+            return row, None
+        stype, raw = dump(self.serde, values[channel], f"channel {channel!r}")
+        key = (thread_id, ns, channel)
+        base = self._bases.get(key)
+        if base is not None and base[1] == stype:
+            tail = tail_of(raw, base[2])
+            if tail is not None and len(tail) <= len(base[2]) // TAIL_FRACTION:
+                row["type"], row["blob"] = pack(stype, tail)
+                row["base_version"] = base[0]
+                return row, None
+        row["type"], row["blob"] = pack(stype, raw)
+        if len(raw) >= BASE_MIN_BYTES and tail_of(raw, raw) is not None:
+            return row, (key, (version, stype, raw))
+        return row, None
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store the writes a task made against a checkpoint (pending until the next one)."""
+        thread_id, ns, checkpoint_id = _key(config)
+        if not writes:
+            return
+        rows = []
+        for idx, (channel, value) in enumerate(writes):
+            type_, blob = pack(*dump(self.serde, value, f"a write to channel {channel!r}"))
+            rows.append(
+                {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                    "task_id": task_id,
+                    "idx": WRITES_IDX_MAP.get(channel, idx),
+                    "channel": channel,
+                    "type": type_,
+                    "blob": blob,
+                    "task_path": task_path,
+                }
+            )
+        replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        with self.db.write() as conn:
+            store.put_writes(conn, rows, replace=replace)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by ``config``, or the thread's latest, with its pending writes."""
+        key = _key(config)
+        with self.db.read() as conn:
+            row = store.get_checkpoint(conn, *key)
+            if row is None:
+                return None
+            values = self._fetch_values(conn, key.thread_id, key.checkpoint_ns, [row.versions])
+            writes = store.get_writes(conn, key.thread_id, key.checkpoint_ns, [row.checkpoint_id])
+        return self._tuple(key.thread_id, row, values, writes)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, read a page at a time; filter on metadata, before, limit."""
+        conf = (config or {}).get("configurable") or {}
+        thread_id = None if conf.get("thread_id") is None else str(conf["thread_id"])
+        before_id = get_checkpoint_id(before) if before else None
+        left = limit
+        after: tuple[str, str, str] | None = None
+        while left is None or left > 0:
+            size = PAGE if left is None or filter else min(PAGE, left)
+            with self.db.read() as conn:
+                rows = store.list_checkpoints(
+                    conn,
+                    thread_id=thread_id,
+                    checkpoint_ns=conf.get("checkpoint_ns"),
+                    checkpoint_id=conf.get("checkpoint_id"),
+                    before=before_id,
+                    filter=filter,
+                    after=after,
+                    limit=size,
+                )
+                matching = [r for r in rows if _matches(r.metadata, filter)]
+                page = self._load_page(conn, matching)
+            for tup in page:
+                yield tup
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+            if len(rows) < size:
+                return
+            last = rows[-1]
+            after = (last.checkpoint_id, last.checkpoint_ns, last.thread_id)
+
+    def _load_page(self, conn: Any, rows: list[Row[Any]]) -> list[CheckpointTuple]:
+        """Values and writes of a page of checkpoint rows, fetched per namespace."""
+        groups: dict[tuple[str, str], list[Row[Any]]] = defaultdict(list)
+        for r in rows:
+            groups[(r.thread_id, r.checkpoint_ns)].append(r)
+        loaded: dict[tuple[str, str], tuple[dict[Any, Any], list[Row[Any]]]] = {}
+        for (thread_id, ns), group in groups.items():
+            values = self._fetch_values(conn, thread_id, ns, [r.versions for r in group])
+            writes = store.get_writes(conn, thread_id, ns, [r.checkpoint_id for r in group])
+            loaded[(thread_id, ns)] = (values, writes)
+        result = []
+        for r in rows:
+            values, writes = loaded[(r.thread_id, r.checkpoint_ns)]
+            mine = [wr for wr in writes if wr.checkpoint_id == r.checkpoint_id]
+            result.append(self._tuple(r.thread_id, r, values, mine))
+        return result
+
+    def _fetch_values(
+        self, conn: Any, thread_id: str, ns: str, versions: Sequence[Mapping[str, str]]
+    ) -> dict[tuple[str, str], Row[Any]]:
+        """The value rows that ``versions`` name, and the bases of those stored as tails."""
+        keys = {(ch, ver) for vs in versions for ch, ver in vs.items()}
+        rows = store.get_values(conn, thread_id, ns, keys)
+        bases = {(r.channel, r.base_version) for r in rows.values() if r.base_version} - set(rows)
+        if bases:
+            rows.update(store.get_values(conn, thread_id, ns, bases))
+        return rows
+
+    def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
+        stype, raw = unpack(row.type, row.blob)
+        if row.base_version is not None:
+            base = rows[(row.channel, row.base_version)]
+            raw = join_tail(unpack(base.type, base.blob)[1], raw)
+        return self.serde.loads_typed((stype, raw))
+
+    def _values(
+        self, versions: Mapping[str, str], rows: Mapping[tuple[str, str], Row[Any]]
+    ) -> dict[str, Any]:
+        """Channel values of a checkpoint (channels stored empty are left out)."""
+        values = {}
+        for channel, version in versions.items():
+            row = rows.get((channel, version))
+            if row is not None and row.type != EMPTY:
+                values[channel] = self._decode(row, rows)
+        return values
+
+    def _tuple(
+        self,
+        thread_id: str,
+        row: Row[Any],
+        values: Mapping[tuple[str, str], Row[Any]],
+        writes: Sequence[Row[Any]],
+    ) -> CheckpointTuple:
+        checkpoint = self.serde.loads_typed(unpack(row.type, row.checkpoint))
+        checkpoint["channel_versions"] = dict(row.versions)
+        checkpoint["channel_values"] = self._values(row.versions, values)
+        ns = row.checkpoint_ns
+        return CheckpointTuple(
+            config=_config(thread_id, ns, row.checkpoint_id),
+            checkpoint=checkpoint,
+            metadata=row.metadata,
+            parent_config=(
+                _config(thread_id, ns, row.parent_checkpoint_id)
+                if row.parent_checkpoint_id
+                else None
+            ),
+            pending_writes=[self._write(wr) for wr in writes],
+        )
+
+    def _write(self, row: Row[Any]) -> PendingWrite:
+        return (row.task_id, row.channel, self.serde.loads_typed(unpack(row.type, row.blob)))
+
+    def state_view(self, conn: Any, row: Row[Any]) -> dict[str, Any]:
+        """A JSON-readable view of a stored checkpoint's channel values."""
+        values = self._fetch_values(conn, row.thread_id, row.checkpoint_ns, [row.versions])
+        return jsonable(self._values(row.versions, values))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Writes and seed of some channels along the parent chain, a page of ancestors a query."""
+        if not channels:
+            return {}
+        thread_id, ns, checkpoint_id = _key(config)
+        writes: dict[str, list[PendingWrite]] = {c: [] for c in channels}
+        seeds: dict[str, Any] = {}
+        left = set(channels)
+        with self.db.read() as conn:
+            target = store.get_checkpoint(conn, thread_id, ns, checkpoint_id)
+            cursor = target.parent_checkpoint_id if target is not None else None
+            while cursor is not None and left:
+                chain = []
+                for r in store.ancestors(conn, thread_id, ns, cursor, PAGE):
+                    if r.checkpoint_id == cursor:
+                        chain.append(r)
+                        cursor = r.parent_checkpoint_id
+                if not chain:
+                    break
+                values = self._fetch_values(
+                    conn,
+                    thread_id,
+                    ns,
+                    [{c: r.versions[c] for c in left if c in r.versions} for r in chain],
+                )
+                by_checkpoint: dict[str, list[Row[Any]]] = defaultdict(list)
+                for wr in store.get_writes(
+                    conn, thread_id, ns, [r.checkpoint_id for r in chain], left
+                ):
+                    by_checkpoint[wr.checkpoint_id].append(wr)
+                for r in chain:  # newest first
+                    for wr in reversed(by_checkpoint[r.checkpoint_id]):
+                        if wr.channel in left:
+                            writes[wr.channel].append(self._write(wr))
+                    for channel in [c for c in left if c in r.versions]:
+                        value = values.get((channel, r.versions[channel]))
+                        if value is not None and value.type != EMPTY:
+                            seeds[channel] = self._decode(value, values)
+                            left.discard(channel)
+                    if not left:
+                        break
+        result: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            entry: DeltaChannelHistory = {"writes": writes[channel][::-1]}
+            if channel in seeds:
+                entry["seed"] = seeds[channel]
+            result[channel] = entry
+        return result
+
+    # -- deleting and copying -------------------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, value and write of a thread."""
+        self._bases.forget([str(thread_id)])
+        with self.db.write() as conn:
+            store.delete_threads(conn, [str(thread_id)])
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (with their writes and values) that some runs wrote.
+
+        Raises `ValidationError`, deleting nothing, when a checkpoint that stays still needs a
+        deleted one to rebuild a `DeltaChannel`.
+        """
+        if not run_ids:
+            return
+        with self.db.write() as conn:
+            doomed: dict[tuple[str, str], set[str]] = defaultdict(set)
+            for r in store.checkpoints_of_runs(conn, [str(r) for r in run_ids]):
+                doomed[(r.thread_id, r.checkpoint_ns)].add(r.checkpoint_id)
+            self._bases.forget([thread_id for thread_id, _ in doomed])
+            for thread_id in {thread_id for thread_id, _ in doomed}:
+                for ns, rows in _namespaces(store.namespace_rows(conn, thread_id)).items():
+                    gone = doomed.get((thread_id, ns), set())
+                    if gone:
+                        kept = [r for r in rows if r.checkpoint_id not in gone]
+                        orphans = [r for r in kept if r.parent_checkpoint_id in gone]
+                        if any(_replays_history(r) for r in orphans):
+                            raise ValidationError(
+                                f"cannot delete runs {list(run_ids)}: later checkpoints of "
+                                f"thread {thread_id!r} rebuild a DeltaChannel from their "
+                                "checkpoints; delete the whole thread or prune it instead"
+                            )
+                        self._remove(conn, thread_id, ns, sorted(gone), kept)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, value and write of a thread (its whole history) to a new one."""
+        source, target = str(source_thread_id), str(target_thread_id)
+        with self.db.write() as conn:
+            if store.thread_exists(conn, target):
+                raise ValidationError(
+                    f"thread {target!r} already has checkpoints; copy into a new thread id "
+                    "(or delete_thread it first)"
+                )
+            rows = store.state_rows(conn, source)
+            store.insert_states(conn, [{**r, "thread_id": target, "id": uuid7()} for r in rows])
+            store.copy_rows(conn, source, target)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: ``"keep_latest"`` keeps each namespace's latest checkpoint (and the
+        ancestors its DeltaChannels are rebuilt from); ``"delete"`` removes everything."""
+        if strategy not in STRATEGIES:
+            raise ValidationError(
+                f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}"
+            )
+        thread_ids = [str(t) for t in thread_ids]
+        if not thread_ids:
+            return
+        self._bases.forget(thread_ids)
+        if strategy == "delete":
+            with self.db.write() as conn:
+                store.delete_threads(conn, thread_ids)
+            return
+        for thread_id in thread_ids:  # one short transaction per thread
+            with self.db.write() as conn:
+                namespaces = _namespaces(store.namespace_rows(conn, thread_id))
+                roots = namespaces.get("", [])
+                root_ids = {r.checkpoint_id for r in roots}
+                kept_roots = {r.checkpoint_id for r in _keep_latest(roots)}
+                for ns, rows in namespaces.items():
+                    # a subgraph call ("node:task") goes with the root checkpoint it ran under
+                    root = _root_of(rows[-1])
+                    stale_call = ":" in ns and root in root_ids and root not in kept_roots
+                    kept = [] if stale_call else _keep_latest(rows)
+                    kept_ids = {r.checkpoint_id for r in kept}
+                    gone = [r.checkpoint_id for r in rows if r.checkpoint_id not in kept_ids]
+                    if gone:
+                        self._remove(conn, thread_id, ns, gone, kept)
+
+    def _remove(
+        self, conn: Any, thread_id: str, ns: str, gone: Sequence[str], kept: Sequence[Row[Any]]
+    ) -> None:
+        """Delete checkpoints, detach the kept ones from them, and drop unreferenced values."""
+        store.delete_checkpoints(conn, thread_id, ns, gone)
+        gone_set = set(gone)
+        store.detach_parents(
+            conn,
+            thread_id,
+            ns,
+            [r.checkpoint_id for r in kept if r.parent_checkpoint_id in gone_set],
+        )
+        used = {(ch, ver) for r in kept for ch, ver in r.versions.items()}
+        rows = store.value_keys(conn, thread_id, ns)
+        used |= {
+            (r.channel, r.base_version)
+            for r in rows
+            if r.base_version and (r.channel, r.version) in used
+        }
+        store.delete_values(
+            conn,
+            thread_id,
+            ns,
+            [(r.channel, r.version) for r in rows if (r.channel, r.version) not in used],
+        )
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Versions as zero-padded counters with a random fraction, ordered as strings."""
+        number = 0 if current is None else int(str(current).split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+    aget_tuple = async_twin(get_tuple)
+    aput = async_twin(put)
+    aput_writes = async_twin(put_writes)
+    adelete_thread = async_twin(delete_thread)
+    adelete_for_runs = async_twin(delete_for_runs)
+    acopy_thread = async_twin(copy_thread)
+    aprune = async_twin(prune)
+    aget_delta_channel_history = async_twin(get_delta_channel_history)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async twin of `list`: each page is read in a worker thread."""
+        pages = self.list(config, filter=filter, before=before, limit=limit)
+        while True:
+            batch = await asyncio.to_thread(_take, pages, PAGE)
+            for tup in batch:
+                yield tup
+            if len(batch) < PAGE:
+                return
+
+
+def _take(items: Iterator[Any], n: int) -> list[Any]:
+    out = []
+    for item in items:
+        out.append(item)
+        if len(out) == n:
+            break
+    return out
+
+
+def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
+    return not filter or all(metadata.get(k) == v for k, v in filter.items())
+
+
+def _namespaces(rows: Sequence[Row[Any]]) -> dict[str, list[Row[Any]]]:
+    """A thread's checkpoint rows by namespace, oldest first."""
+    by_ns: dict[str, list[Row[Any]]] = defaultdict(list)
+    for r in rows:
+        by_ns[r.checkpoint_ns].append(r)
+    return by_ns
+
+
+def _replays_history(row: Row[Any]) -> bool:
+    """Whether a checkpoint rebuilds some DeltaChannel from its ancestors' writes."""
+    return bool((row.metadata or {}).get(_DELTA_COUNTERS))
+
+
+def _root_of(row: Row[Any]) -> str | None:
+    """The root-graph checkpoint a subgraph checkpoint was made under."""
+    parents = (row.metadata or {}).get("parents") or {}
+    return parents.get("") if isinstance(parents, dict) else None
+
+
+def _keep_latest(rows: Sequence[Row[Any]]) -> list[Row[Any]]:
+    """The latest checkpoint of a namespace and the ancestors its DeltaChannels replay from."""
+    if not rows:
+        return []
+    by_id = {r.checkpoint_id: r for r in rows}
+    head = rows[-1]
+    kept = [head]
+    needed = set(((head.metadata or {}).get(_DELTA_COUNTERS) or {}).keys())
+    cursor = by_id.get(head.parent_checkpoint_id or "")
+    # each ancestor is kept until one holds a stored value (a snapshot) for every such channel
+    while needed and cursor is not None:
+        kept.append(cursor)
+        needed -= _snapshotted(cursor, needed)
+        cursor = by_id.get(cursor.parent_checkpoint_id or "")
+    return kept
+
+
+def _snapshotted(row: Row[Any], channels: set[str]) -> set[str]:
+    """Channels of ``channels`` that have no pending delta at ``row`` (it stores their value)."""
+    counters = (row.metadata or {}).get(_DELTA_COUNTERS) or {}
+    return {c for c in channels if c in row.versions and c not in counters}
