@@ -10,6 +10,7 @@ from ._errors import (
     StorageError,
     ValidationError,
 )
+from ._handler import PersistCallbackHandler
 from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
 from ._saver import PersistSaver
 from ._service import ResultsPersistenceService
@@ -26,6 +27,7 @@ __all__ = [
     "NotFoundError",
     "OwnershipError",
     "Page",
+    "PersistCallbackHandler",
     "PersistSaver",
     "PersistenceError",
     "ResultsPersistenceService",

@@ -273,6 +273,30 @@ class ResultsPersistenceService:
                 cursor=cursor,
             )
 
+    def mark_stale_results(
+        self,
+        older_than: Age,
+        *,
+        agent_id: str | None = None,
+        error: str = "abandoned: the process running it stopped before it finished",
+    ) -> list[str]:
+        """Mark ``failed`` the results still ``running`` with no update since ``older_than``.
+
+        For results left ``running`` by a process that died (kill -9, a lost machine): a live
+        run updates its result as it goes, so pick an age longer than its slowest step.
+        Returns the ids of the results it marked.
+        """
+        when, now = cutoff(older_than), _now()
+        values = {"status": "failed", "error": to_text(error), "completed_at": now,
+                  "updated_at": now}
+        with self._blocking("mark stale results"), self.db.write() as conn:
+            return results.mark_running_before(conn, when, values, agent_id=agent_id)
+
+    def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
+        """The newest checkpoint id stored for a thread (by `PersistSaver`), or None."""
+        with self.db.read() as conn:
+            return results.latest_checkpoint_id(conn, thread_id, checkpoint_ns)
+
     # -- logs and traces (never raise) --------------------------------------------------------
 
     def save_log(
@@ -590,3 +614,5 @@ class ResultsPersistenceService:
     acleanup_old_results = async_twin(cleanup_old_results)
     acleanup_old_logs = async_twin(cleanup_old_logs)
     acleanup_old_traces = async_twin(cleanup_old_traces)
+    amark_stale_results = async_twin(mark_stale_results)
+    alatest_checkpoint_id = async_twin(latest_checkpoint_id)

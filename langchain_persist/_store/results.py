@@ -9,6 +9,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from .._records import AgentResult, Page
 from .._schema import agent_results as t
+from .._schema import checkpoint_states
 from ._paging import after_cursor, delete_batch, encode_cursor
 
 FINISHED = ("completed", "failed")
@@ -64,3 +65,33 @@ def list_results(
 def delete_finished_before(conn: Connection, cutoff: dt.datetime, batch: int) -> int:
     """Delete one batch of completed or failed results that finished before ``cutoff``."""
     return delete_batch(conn, t, t.c.status.in_(FINISHED) & (t.c.completed_at < cutoff), batch)
+
+
+def mark_running_before(
+    conn: Connection,
+    cutoff: dt.datetime,
+    values: dict[str, Any],
+    *,
+    agent_id: str | None = None,
+) -> list[str]:
+    """Set ``values`` on results still ``running`` and unchanged since ``cutoff``; their ids."""
+    where = (t.c.status == "running") & (t.c.updated_at < cutoff)
+    if agent_id is not None:
+        where &= t.c.agent_id == agent_id
+    rows = conn.execute(update(t).where(where).values(values).returning(t.c.id))
+    return [str(r.id) for r in rows]
+
+
+def latest_checkpoint_id(conn: Connection, thread_id: str, checkpoint_ns: str = "") -> str | None:
+    """The newest checkpoint id of a thread, for a result's ``checkpoint_id``.
+
+    LangGraph's checkpoint ids sort by creation time; rows are those `PersistSaver` (or
+    `save_checkpoint_state`) wrote.
+    """
+    c = checkpoint_states.c
+    return conn.execute(
+        select(c.checkpoint_id)
+        .where(c.thread_id == thread_id, c.checkpoint_ns == checkpoint_ns)
+        .order_by(c.checkpoint_id.desc())
+        .limit(1)
+    ).scalar_one_or_none()

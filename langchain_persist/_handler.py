@@ -1,0 +1,655 @@
+"""`PersistCallbackHandler`: records every run's result, tool traces and logs.
+
+Pass it in run config (``{"callbacks": [handler]}``).  The root run of each invocation is one
+execution.  A chain, graph or agent root gets an `agent_results` row, written on the caller's
+thread when the run starts and when it ends (so it is durable when ``invoke`` returns); every
+other event becomes a small immutable record on the `BackgroundWriter`'s queue, which a daemon
+thread turns into rows and stores in batches.  The handler keeps one entry per run in flight,
+keyed by run id, and forgets it when the run ends, so one handler serves any number of
+concurrent runs, sync or async.
+
+What is recorded:
+
+- results: status ``running`` → ``completed`` (final output) or ``failed`` (error, partial
+  output); metadata ``usage`` (tokens from ``usage_metadata``), ``steps``, ``llm_calls``,
+  ``tool_calls``, ``duration_ms``, updated in the background after each model call;
+  ``thread_id``, ``quest_id`` (run metadata) and ``checkpoint_id`` (the thread's newest
+  checkpoint stored by `PersistSaver` when the run ends).
+- traces: ``tool_start`` (input), ``tool_end`` (output), ``tool_error`` (an exception, or a
+  handled error: a ``ToolMessage`` with ``status="error"``), with duration, run ids, the
+  ``tool_call_id`` and the LangGraph ``node``, ``step``, ``thread_id`` and ``checkpoint_ns``;
+  ``llm_end`` (text, token usage, tool calls asked for) and ``llm_error``; ``chain_error``
+  once per error, where it was raised.  Chain inputs and outputs (LangGraph's whole state)
+  are never serialized, except the root's final output.
+- logs: execution start, completion and failure; retries; custom events; a warning when a
+  LangGraph run nears its recursion limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.errors import GraphBubbleUp, GraphRecursionError
+
+from ._errors import PersistenceError, StorageError, ValidationError
+from ._service import ResultsPersistenceService
+from ._writer import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_QUEUE,
+    BackgroundWriter,
+    LogEvent,
+    ResultWrite,
+    TraceEvent,
+)
+
+logger = logging.getLogger("langchain_persist")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_RETRY_TAG = "retry:attempt:"
+
+
+class _Execution:
+    """What the handler knows about one execution while it runs (one per root run)."""
+
+    __slots__ = (
+        "agent_id", "execution_id", "failed_tasks", "first_step", "last_error", "last_step",
+        "limit", "llm_calls", "lock", "name", "near_limit", "partial", "result_id",
+        "root_run_id", "started", "thread_id", "tool_calls", "usage",
+    )
+
+    def __init__(
+        self, agent_id: str, execution_id: str, root_run_id: UUID, name: str | None,
+        thread_id: str | None,
+    ) -> None:
+        self.agent_id = agent_id
+        self.execution_id = execution_id
+        self.root_run_id = root_run_id
+        self.name = name
+        self.thread_id = thread_id
+        self.result_id: str | None = None
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.llm_calls = 0
+        self.tool_calls = 0
+        self.usage: Counter[str] = Counter()
+        self.first_step: int | None = None
+        self.last_step: int | None = None
+        self.limit: int | None = None
+        self.near_limit = False
+        self.partial: Any = None
+        self.last_error: BaseException | None = None
+        self.failed_tasks: set[str] = set()
+
+    def summary(self) -> dict[str, Any]:
+        """The counters kept in the result's metadata."""
+        steps = 0 if self.first_step is None else self.last_step - self.first_step + 1  # type: ignore[operator]
+        return {
+            "usage": dict(self.usage), "steps": steps, "llm_calls": self.llm_calls,
+            "tool_calls": self.tool_calls,
+            "duration_ms": round((time.time() - self.started) * 1000, 3),
+        }
+
+
+def _guarded(method: F) -> F:
+    """Run a callback so that nothing but a requested result-write error escapes it."""
+
+    @functools.wraps(method)
+    def guarded(self: PersistCallbackHandler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StorageError:
+            raise  # only raised when raise_error=True: the seed's blocking result writes
+        except Exception:  # a bug here must never reach the agent
+            self.internal_errors += 1
+            if self.internal_errors == 1:
+                logger.exception("langchain-persist: %s failed (reported once)", method.__name__)
+            return None
+
+    return guarded  # type: ignore[return-value]
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _final_output(outputs: Any) -> Any:
+    """What a run produced, without the rest of its state: the last message's content."""
+    if isinstance(outputs, Mapping):
+        if outputs.get("structured_response") is not None:
+            return outputs["structured_response"]
+        messages = outputs.get("messages")
+        if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
+            outputs = messages[-1]
+    content = getattr(outputs, "content", None)
+    return outputs if content is None else content
+
+
+class PersistCallbackHandler(BaseCallbackHandler):
+    """A LangChain callback handler that stores runs, tool traces and logs in SQL.
+
+    Args:
+        agent_id: the agent the executions belong to; defaults to ``agent_id`` in the run
+            metadata, else the root run's name.
+        url: the database URL (default: ``LANGCHAIN_PERSIST_DATABASE_URL``, ``DATABASE_URL``,
+            then a SQLite file here).  Ignored when ``service`` is given.
+        service: a `ResultsPersistenceService` to write through.
+        writer: a `BackgroundWriter` to share with other handlers (else one of its own).
+        max_queue, batch_size, flush_interval: the writer's settings.
+        trace_llm: also record ``llm_end`` / ``llm_error`` traces.
+        raise_error: raise `StorageError` out of the run when its result row cannot be
+            written (the seed's blocking rule).  By default the failure is logged at ERROR,
+            counted in ``dropped["result_writes"]`` and retried in the background, and the
+            agent goes on.  Trace and log events never raise.
+        source: the ``source`` of the log lines.
+
+    The execution id is the root run's id (choose it with ``config["run_id"]``), or
+    ``execution_id`` from the run metadata (``config["metadata"]``).
+    """
+
+    run_inline = True
+
+    def __init__(
+        self,
+        agent_id: str | None = None,
+        url: str | None = None,
+        service: ResultsPersistenceService | None = None,
+        *,
+        writer: BackgroundWriter | None = None,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        trace_llm: bool = True,
+        raise_error: bool = False,
+        source: str = "agent-callback",
+    ) -> None:
+        if agent_id is not None and (
+            not isinstance(agent_id, str) or not agent_id.strip() or len(agent_id) > 255
+        ):
+            raise ValidationError(
+                f"agent_id must be a non-empty string of at most 255 characters, got {agent_id!r}"
+            )
+        self.agent_id = agent_id
+        self.service = service if service is not None else ResultsPersistenceService(url)
+        self.writer = writer if writer is not None else BackgroundWriter(
+            self.service, max_queue=max_queue, batch_size=batch_size,
+            flush_interval=flush_interval,
+        )
+        self.trace_llm = trace_llm
+        self.raise_error = raise_error
+        self.source = source
+        self.internal_errors = 0
+        self.result_errors = 0
+        self._runs: dict[UUID, tuple[Any, ...]] = {}
+        self._put = self.writer.put
+
+    def __repr__(self) -> str:
+        return f"PersistCallbackHandler(agent_id={self.agent_id!r}, service={self.service!r})"
+
+    # -- public controls -----------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> Counter[str]:
+        """What could not be stored, by kind: ``traces``, ``logs``, ``results`` (progress),
+        ``queue_full``, ``closed`` and ``result_writes`` (result rows the caller could not
+        write; they are retried in the background)."""
+        counts = Counter(self.writer.dropped)
+        if self.result_errors:
+            counts["result_writes"] = self.result_errors
+        return counts
+
+    @property
+    def written(self) -> Counter[str]:
+        """What the writer stored, by kind (``traces``, ``logs``, ``results``)."""
+        return Counter(self.writer.written)
+
+    @property
+    def active_runs(self) -> int:
+        """How many runs are in flight (0 when every run has ended)."""
+        return len(self._runs)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event so far is stored; False if ``timeout`` passed first."""
+        return self.writer.flush(timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Store what is queued and stop the writer thread."""
+        return self.writer.close(timeout)
+
+    # -- chains: only the root is serialized ---------------------------------------------------
+
+    @_guarded
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Open an execution for a root run; otherwise remember the run's execution."""
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is None:
+            ex = self._open(run_id, name, metadata, inputs)
+            self._runs[run_id] = (ex, ex.started, name, metadata)
+            return
+        ex = parent[0]
+        self._runs[run_id] = (ex, 0.0, name, metadata)
+        if metadata:
+            self._track(ex, metadata)
+            if ex.failed_tasks:
+                self._node_retry(ex, name, metadata)
+        if tags:
+            self._retry_tag(ex, name, tags, run_id)
+
+    @_guarded
+    def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """Finish the execution when its root ends."""
+        entry = self._runs.pop(run_id, None)
+        if entry is not None and entry[0].root_run_id == run_id:
+            self._finish(entry[0], outputs=outputs)
+
+    @_guarded
+    def on_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Fail the execution at its root; trace an error once, where it was raised."""
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return
+        ex, _, name, metadata = entry[:4]
+        if ex.root_run_id == run_id:
+            self._finish(ex, error=error)
+            return
+        if isinstance(error, GraphBubbleUp):  # interrupts and commands, not failures
+            return
+        if metadata and name == metadata.get("langgraph_node"):
+            task = metadata.get("langgraph_checkpoint_ns")
+            if task:
+                ex.failed_tasks.add(task)
+        if ex.last_error is not error:
+            ex.last_error = error
+            self._put(TraceEvent(
+                ex.agent_id, ex.execution_id, "chain_error", name, _error_text(error), run_id,
+                parent_run_id, None, time.time(), metadata,
+            ))
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    @_guarded
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Trace ``tool_start`` with the tool's input."""
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
+        call_id = kwargs.get("tool_call_id")
+        extra = {"tool_call_id": call_id} if call_id else None
+        now = time.time()
+        self._runs[run_id] = (ex, now, name, metadata, extra)
+        self._put(TraceEvent(
+            ex.agent_id, ex.execution_id, "tool_start", name,
+            input_str if inputs is None else inputs, run_id, parent_run_id, None, now,
+            metadata, extra,
+        ))
+        if parent is not None:
+            if metadata:
+                self._track(ex, metadata)
+            if tags:
+                self._retry_tag(ex, name, tags, run_id)
+
+    @_guarded
+    def on_tool_end(
+        self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """Trace ``tool_end``, or ``tool_error`` for a ``ToolMessage`` with status error."""
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return
+        ex, started, name, metadata, extra = entry
+        now = time.time()
+        kind = "tool_error" if getattr(output, "status", None) == "error" else "tool_end"
+        if kind == "tool_error":
+            extra = {**(extra or {}), "handled": True}
+        content = getattr(output, "content", None)
+        with ex.lock:
+            ex.tool_calls += 1
+        self._put(TraceEvent(
+            ex.agent_id, ex.execution_id, kind, name, output if content is None else content,
+            run_id, parent_run_id, (now - started) * 1000, now, metadata, extra,
+        ))
+
+    @_guarded
+    def on_tool_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Trace ``tool_error`` with the exception."""
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return
+        ex, started, name, metadata, extra = entry
+        now = time.time()
+        ex.last_error = error
+        with ex.lock:
+            ex.tool_calls += 1
+        self._put(TraceEvent(
+            ex.agent_id, ex.execution_id, "tool_error", name, _error_text(error), run_id,
+            parent_run_id, (now - started) * 1000, now, metadata, extra,
+        ))
+
+    # -- models --------------------------------------------------------------------------------
+
+    @_guarded
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Remember when the model call started (messages are not serialized)."""
+        name = kwargs.get("name") or (serialized or {}).get("name")
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
+        self._runs[run_id] = (ex, time.time(), name, metadata, None)
+        if parent is not None:
+            if metadata:
+                self._track(ex, metadata)
+            if tags:
+                self._retry_tag(ex, name, tags, run_id)
+
+    @_guarded
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Remember when a (completion) model call started."""
+        self.on_chat_model_start(
+            serialized, [], run_id=run_id, parent_run_id=parent_run_id, tags=tags,
+            metadata=metadata, **kwargs,
+        )
+
+    @_guarded
+    def on_llm_end(
+        self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """Count tokens and calls, keep the text as partial output, trace ``llm_end``."""
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return
+        ex, started, name, metadata, _ = entry
+        now = time.time()
+        generations = response.generations
+        gen = generations[0][0] if generations and generations[0] else None
+        text = gen.text if gen is not None else None
+        message = getattr(gen, "message", None)
+        usage = getattr(message, "usage_metadata", None) or (
+            (response.llm_output or {}).get("token_usage") if response.llm_output else None
+        )
+        calls = getattr(message, "tool_calls", None)
+        with ex.lock:
+            ex.llm_calls += 1
+            if usage:
+                for key in ("input_tokens", "output_tokens", "total_tokens",
+                            "prompt_tokens", "completion_tokens"):
+                    value = usage.get(key)
+                    if isinstance(value, int):
+                        ex.usage[key] += value
+            if text:
+                ex.partial = text
+        if self.trace_llm:
+            extra: dict[str, Any] = {}
+            if usage:
+                extra["usage"] = usage
+            if calls:
+                extra["tool_calls"] = [c.get("name") for c in calls]
+            self._put(TraceEvent(
+                ex.agent_id, ex.execution_id, "llm_end", name, text, run_id, parent_run_id,
+                (now - started) * 1000, now, metadata, extra or None,
+            ))
+        if ex.result_id is not None:
+            self._put(ResultWrite(ex.execution_id, ex.result_id, {
+                "status": "running", "result": ex.partial, "metadata": ex.summary(),
+            }))
+
+    @_guarded
+    def on_llm_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Trace ``llm_error``."""
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return
+        ex, started, name, metadata, _ = entry
+        now = time.time()
+        ex.last_error = error
+        if self.trace_llm:
+            self._put(TraceEvent(
+                ex.agent_id, ex.execution_id, "llm_error", name, _error_text(error), run_id,
+                parent_run_id, (now - started) * 1000, now, metadata,
+            ))
+
+    # -- retries and custom events ------------------------------------------------------------
+
+    @_guarded
+    def on_retry(
+        self, retry_state: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        """Log a retry reported by a model integration (tenacity's ``RetryCallState``)."""
+        entry = self._runs.get(run_id)
+        if entry is None:
+            return
+        outcome = getattr(retry_state, "outcome", None)
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        attempt = getattr(retry_state, "attempt_number", None)
+        self._log(
+            entry[0], "warn", f"retrying {entry[2] or 'run'} after attempt {attempt}",
+            {"attempt": attempt, "run_id": str(run_id),
+             "error": None if error is None else _error_text(error)},
+        )
+
+    @_guarded
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Log a custom event (``dispatch_custom_event``) with its data."""
+        entry = self._runs.get(run_id)
+        if entry is None:
+            return
+        self._log(entry[0], "info", f"custom event: {name}",
+                  {"event": name, "run_id": str(run_id)}, detail=data)
+
+    # -- the execution's life ------------------------------------------------------------------
+
+    def _open(
+        self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None, inputs: Any
+    ) -> _Execution:
+        """Start an execution with a result row (blocking, on the caller's thread)."""
+        meta = metadata or {}
+        ex = self._execution(run_id, name, meta)
+        quest_id = meta.get("quest_id")
+        try:
+            row = self.service.save_result(
+                agent_id=ex.agent_id, execution_id=ex.execution_id, thread_id=ex.thread_id,
+                quest_id=None if quest_id is None else str(quest_id),
+                metadata={"run_name": name, "run_id": str(run_id)},
+            )
+            ex.result_id = row.id
+        except PersistenceError as exc:
+            self._result_failed("create", ex, exc)
+        self._log(ex, "info", f"execution started: {name or 'run'}",
+                  {"run_id": str(run_id)}, detail=inputs)
+        return ex
+
+    def _finish(
+        self, ex: _Execution, *, outputs: Any = None, error: BaseException | None = None
+    ) -> None:
+        """Complete or fail the execution's result (blocking), then log it."""
+        summary = ex.summary()
+        interrupted = isinstance(outputs, Mapping) and "__interrupt__" in outputs
+        if interrupted:
+            summary["interrupted"] = True
+        fields: dict[str, Any] = {"metadata": summary}
+        if error is None:
+            fields.update(status="completed", result=_final_output(outputs))
+        else:
+            fields.update(status="failed", error=_error_text(error), result=ex.partial)
+        if ex.thread_id:  # a nicety: an outage is reported by the result write below
+            with contextlib.suppress(Exception):
+                fields["checkpoint_id"] = self.service.latest_checkpoint_id(ex.thread_id)
+        try:
+            if ex.result_id is None:
+                raise StorageError("its result row was never created")
+            self.service.update_result(ex.result_id, **fields)
+        except PersistenceError as exc:
+            self._result_failed("finish", ex, exc, fields)
+        finally:
+            self._finish_log(ex, error, summary)
+
+    def _finish_log(self, ex: _Execution, error: BaseException | None, summary: Any) -> None:
+        if error is None:
+            self._log(ex, "info", f"execution completed: {ex.name or 'run'}", summary)
+        elif isinstance(error, GraphRecursionError):
+            self._log(ex, "error", f"execution failed: recursion limit reached: {error}", summary)
+        else:
+            self._log(ex, "error", f"execution failed: {_error_text(error)}", summary)
+
+    def _result_failed(
+        self, action: str, ex: _Execution, exc: PersistenceError,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Report a result write that failed; retry its end in the background."""
+        self.result_errors += 1
+        logger.error(
+            "langchain-persist could not %s the result of execution %s: %s (the agent goes "
+            "on; the end of the run will be retried in the background; pass raise_error=True "
+            "to fail the run instead)", action, ex.execution_id, exc,
+        )
+        if fields is not None:
+            create = None
+            if ex.result_id is None:
+                create = {"agent_id": ex.agent_id, "execution_id": ex.execution_id,
+                          "thread_id": ex.thread_id, **fields}
+            self._put(ResultWrite(ex.execution_id, ex.result_id, fields, True, create))
+        if self.raise_error:
+            raise exc if isinstance(exc, StorageError) else StorageError(str(exc))
+
+    def _execution(self, run_id: UUID, name: str | None, meta: Mapping[str, Any]) -> _Execution:
+        agent_id = self.agent_id or meta.get("agent_id") or name or "agent"
+        execution_id = meta.get("execution_id") or run_id
+        thread_id = meta.get("thread_id")
+        return _Execution(
+            str(agent_id), str(execution_id), run_id, name,
+            None if thread_id is None else str(thread_id),
+        )
+
+    def _lone(
+        self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None
+    ) -> _Execution:
+        """The execution of a tool or model called on its own: traced, without a result row."""
+        return self._execution(run_id, name, metadata or {})
+
+    def _track(self, ex: _Execution, metadata: Mapping[str, Any]) -> None:
+        step = metadata.get("langgraph_step")
+        if step is not None:
+            if ex.limit is None:  # LangGraph shows its config to a node's inner runs only
+                config = var_child_runnable_config.get()
+                ex.limit = config.get("recursion_limit") if config else None
+            if step != ex.last_step:
+                self._step(ex, step, metadata)
+
+    def _step(self, ex: _Execution, step: int, metadata: Mapping[str, Any]) -> None:
+        """Follow the LangGraph super-step of the top graph; warn near the recursion limit."""
+        if "|" in (metadata.get("langgraph_checkpoint_ns") or ""):
+            return  # a subgraph counts its own steps
+        if ex.first_step is None:
+            ex.first_step = step
+        ex.last_step = step if ex.last_step is None else max(ex.last_step, step)
+        if ex.limit and not ex.near_limit:
+            used = ex.last_step - ex.first_step + 1
+            if used >= max(1, int(ex.limit * 0.8)):
+                ex.near_limit = True
+                self._log(ex, "warn", f"run is near its recursion limit: step {used} of "
+                          f"{ex.limit}", {"step": used, "recursion_limit": ex.limit})
+
+    def _node_retry(self, ex: _Execution, name: str | None, metadata: Mapping[str, Any]) -> None:
+        task = metadata.get("langgraph_checkpoint_ns")
+        if task in ex.failed_tasks and name == metadata.get("langgraph_node"):
+            ex.failed_tasks.discard(task)
+            self._log(ex, "warn", f"retrying node {name}",
+                      {"node": name, "step": metadata.get("langgraph_step")})
+
+    def _retry_tag(self, ex: _Execution, name: str | None, tags: list[str], run_id: UUID) -> None:
+        for tag in tags:
+            if tag.startswith(_RETRY_TAG):
+                attempt = tag[len(_RETRY_TAG):]
+                self._log(ex, "warn", f"retrying {name or 'run'}: attempt {attempt}",
+                          {"attempt": int(attempt) if attempt.isdigit() else attempt,
+                           "run_id": str(run_id)})
+                return
+
+    def _log(
+        self, ex: _Execution, level: str, message: str,
+        metadata: Mapping[str, Any] | None = None, detail: Any = None,
+    ) -> None:
+        self._put(LogEvent(ex.agent_id, ex.execution_id, level, message, self.source,
+                           time.time(), metadata, detail))

@@ -1,0 +1,473 @@
+"""The background writer: a bounded queue that a daemon thread drains into batched inserts.
+
+The caller's thread only puts a small immutable record on a queue (`BackgroundWriter.put`,
+about a microsecond).  A daemon thread turns records into rows (`to_text`, `jsonable`,
+truncation: the costly part) and hands them to the service's `save_traces` / `save_logs`, one
+statement per batch.  A batch closes when it holds ``batch_size`` records, when
+``flush_interval`` seconds have passed since its first record, or at a flush.
+
+Never in the caller's way: a full queue drops the record (counted in `dropped`), a database
+outage drops the batch (counted), and each episode is reported by ONE warning on the
+``langchain_persist`` logger.  Nothing here imports LangChain.
+
+Shutdown: `flush` waits until what was queued before it is stored; `close` flushes and stops
+the thread; an ``atexit`` hook flushes every live writer at normal exit (also after an uncaught
+exception).  For SIGTERM, the first writer made in the main thread installs a handler *only if
+SIGTERM still has the default disposition*: it flushes every writer (bounded by
+``SHUTDOWN_TIMEOUT``), restores the default disposition and re-sends SIGTERM to the process,
+so the process still dies by SIGTERM, as it would have.  An application that installs its own
+SIGTERM handler keeps it; if that handler exits through ``sys.exit``, the ``atexit`` flush
+runs.  A process killed with SIGKILL loses what was queued but not yet written: at most the
+last ``flush_interval`` (plus one write).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._errors import PersistenceError, ValidationError
+from ._sanitize import to_text, truncate
+
+if TYPE_CHECKING:
+    from ._service import ResultsPersistenceService
+
+logger = logging.getLogger("langchain_persist")
+
+DEFAULT_MAX_QUEUE = 100_000
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_FLUSH_INTERVAL = 0.2
+DEFAULT_MAX_BATCH_BYTES = 1 << 20
+SHUTDOWN_TIMEOUT = 10.0
+# Rows serialized between two voluntary releases of the GIL, so that the agent's threads never
+# wait a whole switch interval (5 ms) behind a big batch.
+_YIELD_EVERY = 32
+_MAX_PENDING_RESULTS = 10_000
+# Run-metadata keys worth keeping on a trace (the rest of the run metadata is not stored).
+CONTEXT_KEYS = {
+    "langgraph_node": "node",
+    "langgraph_step": "step",
+    "thread_id": "thread_id",
+    "langgraph_checkpoint_ns": "checkpoint_ns",
+}
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+class TraceEvent(NamedTuple):
+    """A trace event as the caller saw it; turned into a row in the writer thread."""
+
+    agent_id: str
+    execution_id: str
+    type: str
+    name: str | None
+    content: Any
+    run_id: Any
+    parent_run_id: Any
+    duration: float | None
+    timestamp: float
+    context: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] | None = None
+
+    def to_row(self, service: ResultsPersistenceService) -> dict[str, Any]:
+        """The `agent_traces` row (raises `ValidationError`)."""
+        meta: dict[str, Any] = {}
+        if self.context:
+            for key, alias in CONTEXT_KEYS.items():
+                value = self.context.get(key)
+                if value is not None:
+                    meta[alias] = value
+        if self.extra:
+            meta.update(self.extra)
+        return service.trace_row(
+            agent_id=self.agent_id, execution_id=self.execution_id, type=self.type,
+            content=self.content, name=self.name,
+            run_id=None if self.run_id is None else str(self.run_id),
+            parent_run_id=None if self.parent_run_id is None else str(self.parent_run_id),
+            metadata=meta, duration=self.duration, timestamp=_utc(self.timestamp),
+        )
+
+
+class LogEvent(NamedTuple):
+    """A log line; ``detail`` (any value) is stored as truncated text in its metadata."""
+
+    agent_id: str
+    execution_id: str
+    level: str
+    message: str
+    source: str | None
+    timestamp: float
+    metadata: Mapping[str, Any] | None = None
+    detail: Any = None
+
+    def to_row(self, service: ResultsPersistenceService) -> dict[str, Any]:
+        """The `execution_logs` row (raises `ValidationError`)."""
+        meta = dict(self.metadata or {})
+        if self.detail is not None:
+            text, length = truncate(to_text(self.detail), service.trace_content_limit)
+            meta["detail"] = text
+            if length is not None:
+                meta["detail_length"] = length
+        return service.log_row(
+            agent_id=self.agent_id, execution_id=self.execution_id, message=self.message,
+            level=self.level, source=self.source, metadata=meta,
+            timestamp=_utc(self.timestamp),
+        )
+
+
+class ResultWrite(NamedTuple):
+    """A write to `agent_results` made in the background.
+
+    Progress (``final=False``) moves nothing: it is sent with ``status="running"``, so it can
+    never overwrite a finished result, and only the newest progress of a result in a batch is
+    written.  A final write (``final=True``) is one the caller could not make: it is retried
+    until it succeeds or the writer closes.  ``create`` holds `save_result` arguments, used
+    when the result row was never created (``result_id`` is None).
+    """
+
+    key: str
+    result_id: str | None
+    fields: Mapping[str, Any]
+    final: bool = False
+    create: Mapping[str, Any] | None = None
+
+
+class _Marker:
+    """A flush (or stop) request travelling through the queue behind what came before it."""
+
+    __slots__ = ("done", "stop")
+
+    def __init__(self, *, stop: bool = False) -> None:
+        self.done = threading.Event()
+        self.stop = stop
+
+
+_DROPPED = "langchain-persist dropped"
+
+
+class _DropFilter(logging.Filter):
+    """Holds back the service's per-batch "dropped" warnings raised in writer threads.
+
+    The writer reports an outage with one warning of its own; this keeps the reason.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[int] = set()
+        self.last: dict[int, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread in self.threads and str(record.msg).startswith(_DROPPED):
+            self.last[record.thread or 0] = str(record.args[-1]) if record.args else ""
+            return False
+        return True
+
+
+_drop_filter = _DropFilter()
+logger.addFilter(_drop_filter)
+
+
+class BackgroundWriter:
+    """Stores trace, log and result-progress records in batches from a daemon thread.
+
+    `put` never blocks and never raises.  `written` and `dropped` count records by kind
+    (``traces``, ``logs``, ``results``); `dropped` also counts ``queue_full`` and ``closed``
+    (records put when the queue was full or the writer closed) among its kinds.
+    """
+
+    def __init__(
+        self,
+        service: ResultsPersistenceService,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        install_signal_handler: bool = True,
+    ) -> None:
+        for name, value in (("max_queue", max_queue), ("batch_size", batch_size),
+                            ("max_batch_bytes", max_batch_bytes)):
+            if not isinstance(value, int) or value < 1:
+                raise ValidationError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(flush_interval, int | float) or flush_interval <= 0:
+            raise ValidationError(
+                f"flush_interval must be a positive number of seconds, got {flush_interval!r}"
+            )
+        self.service = service
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.flush_interval = float(flush_interval)
+        self.max_batch_bytes = max_batch_bytes
+        self.written: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: dict[str, ResultWrite] = {}  # final result writes awaiting a retry
+        self._closed = False
+        self._warned = False
+        self._close_lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name="langchain-persist-writer", daemon=True
+        )
+        self._thread.start()
+        _register(self, install_signal_handler)
+
+    def __repr__(self) -> str:
+        return f"BackgroundWriter({self.service!r}, queued={self.queued})"
+
+    @property
+    def queued(self) -> int:
+        """How many records wait in the queue (approximate)."""
+        return self._queue.qsize()
+
+    # -- the caller's side ---------------------------------------------------------------------
+
+    def put(self, record: TraceEvent | LogEvent | ResultWrite) -> bool:
+        """Queue a record; return False (and count it) if it was dropped. Never blocks."""
+        if self._closed:
+            self.dropped["closed"] += 1
+            return False
+        if self._queue.qsize() >= self.max_queue and not (
+            type(record) is ResultWrite and record.final
+        ):
+            self.dropped["queue_full"] += 1
+            self._warn_once(
+                f"the queue is full ({self.max_queue} records): the database is slower than "
+                "the agent; raise max_queue or batch_size, or use PostgreSQL"
+            )
+            return False
+        self._queue.put(record)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record queued before this call is stored (or dropped).
+
+        Returns False if ``timeout`` seconds passed first.  Final result writes that failed
+        are retried once more.
+        """
+        if self._closed or not self._thread.is_alive():
+            return self._queue.qsize() == 0
+        marker = _Marker()
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float | None = SHUTDOWN_TIMEOUT) -> bool:
+        """Store what is queued, then stop the thread; later records are dropped (counted)."""
+        with self._close_lock:
+            if self._closed:
+                return True
+            marker = _Marker(stop=True)
+            self._queue.put(marker)
+            self._closed = True
+        done = marker.done.wait(timeout) if self._thread.is_alive() else True
+        _unregister(self)
+        return done
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        _drop_filter.threads.add(threading.get_ident())
+        get = self._queue.get
+        while True:
+            try:
+                first = get(timeout=self.flush_interval if self._pending else None)
+            except queue.Empty:
+                self._retry_results()
+                continue
+            batch: list[Any] = []
+            marker = first if type(first) is _Marker else None
+            if marker is None:
+                batch.append(first)
+                deadline = time.monotonic() + self.flush_interval
+                while len(batch) < self.batch_size:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        break
+                    try:
+                        item = get(timeout=wait)
+                    except queue.Empty:
+                        break
+                    if type(item) is _Marker:
+                        marker = item
+                        break
+                    batch.append(item)
+            try:
+                self._write(batch)
+                if marker is not None or self._pending:
+                    self._retry_results()
+            except Exception:  # the writer thread must survive anything
+                logger.exception("langchain-persist writer failed on a batch of %d", len(batch))
+            if marker is not None:
+                if marker.stop:
+                    self._give_up_pending()
+                    marker.done.set()
+                    _drop_filter.threads.discard(threading.get_ident())
+                    return
+                marker.done.set()
+
+    def _write(self, batch: list[Any]) -> None:
+        traces: list[dict[str, Any]] = []
+        logs: list[dict[str, Any]] = []
+        progress: dict[str, ResultWrite] = {}
+        size = 0
+        service = self.service
+        for n, record in enumerate(batch, 1):
+            kind = type(record)
+            if kind is ResultWrite:
+                if record.final:
+                    self._pending[record.key] = record
+                    progress.pop(record.key, None)
+                elif record.key not in self._pending:
+                    progress[record.key] = record  # newest progress wins
+                continue
+            try:
+                row = record.to_row(service)
+            except Exception as exc:  # a bad record must not stop the batch
+                self._count_drop("traces" if kind is TraceEvent else "logs", 1, exc)
+                continue
+            if kind is TraceEvent:
+                traces.append(row)
+                size += len(row["content"] or "") + 200
+            else:
+                logs.append(row)
+                size += len(row["message"]) + 200
+            if size >= self.max_batch_bytes:
+                self._store(traces, logs)
+                traces, logs, size = [], [], 0
+            if n % _YIELD_EVERY == 0:
+                time.sleep(0)  # let the agent's threads take the GIL
+        self._store(traces, logs)
+        for record in progress.values():
+            self._apply(record)
+
+    def _store(self, traces: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+        for kind, rows, save in (("traces", traces, self.service.save_traces),
+                                 ("logs", logs, self.service.save_logs)):
+            if not rows:
+                continue
+            stored = save(rows)
+            if stored:
+                self.written[kind] += stored
+                self._recovered()
+            if stored < len(rows):
+                reason = _drop_filter.last.pop(threading.get_ident(), "the database failed")
+                self._count_drop(kind, len(rows) - stored, reason)
+
+    def _apply(self, record: ResultWrite) -> bool:
+        """Write one result change; True when it is done (stored, or can never be stored)."""
+        try:
+            if record.result_id is None and record.create is not None:
+                self.service.save_result(**record.create)
+            elif record.result_id is not None:
+                self.service.update_result(record.result_id, **record.fields)
+        except ValidationError:
+            return True  # progress that arrived after the run finished: nothing to do
+        except PersistenceError as exc:
+            if not record.final:
+                self._count_drop("results", 1, exc)
+            return False
+        self.written["results"] += 1
+        return True
+
+    def _retry_results(self) -> None:
+        for key, record in list(self._pending.items()):
+            if self._apply(record):
+                self._pending.pop(key, None)
+            else:
+                return  # still failing: try again after the next interval
+        while len(self._pending) > _MAX_PENDING_RESULTS:
+            self._pending.pop(next(iter(self._pending)))
+            self.dropped["results"] += 1
+
+    def _give_up_pending(self) -> None:
+        if self._pending:
+            self.dropped["results"] += len(self._pending)
+            logger.error(
+                "langchain-persist could not store the end of %d result(s) before closing "
+                "(they stay 'running'; find and mark them later with "
+                "service.mark_stale_results)", len(self._pending),
+            )
+            self._pending.clear()
+
+    def _count_drop(self, kind: str, count: int, reason: object) -> None:
+        self.dropped[kind] += count
+        self._warn_once(f"could not store {kind}: {reason}")
+
+    def _warn_once(self, reason: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "langchain-persist is dropping trace/log events: %s. The agent is not "
+                "affected; counts are in handler.dropped. This is reported once until "
+                "writes succeed again.", reason,
+            )
+
+    def _recovered(self) -> None:
+        if self._warned and self._queue.qsize() < self.max_queue // 2:
+            self._warned = False
+            logger.warning(
+                "langchain-persist stores events again (dropped so far: %s)", dict(self.dropped)
+            )
+
+
+# -- process-wide shutdown: atexit and SIGTERM --------------------------------------------------
+
+_writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+_sigterm_installed = False
+
+
+def flush_all(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+    """Flush every live writer of this process, within ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    ok = True
+    for writer in list(_writers):
+        ok = writer.flush(max(0.0, deadline - time.monotonic())) and ok
+    return ok
+
+
+def _at_exit() -> None:
+    for writer in list(_writers):
+        writer.close(SHUTDOWN_TIMEOUT)
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    try:
+        flush_all()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _register(writer: BackgroundWriter, install_signal_handler: bool) -> None:
+    global _hooks_installed, _sigterm_installed
+    with _hooks_lock:
+        _writers.add(writer)
+        if not _hooks_installed:
+            atexit.register(_at_exit)
+            _hooks_installed = True
+        if (
+            install_signal_handler
+            and not _sigterm_installed
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        ):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            _sigterm_installed = True
+
+
+def _unregister(writer: BackgroundWriter) -> None:
+    with _hooks_lock:
+        _writers.discard(writer)

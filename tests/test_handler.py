@@ -1,0 +1,331 @@
+"""PersistCallbackHandler on real graphs, agents, chains and tools, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypedDict
+
+import pytest
+from handler_support import ScriptedChatModel, echo, explode, refuse
+from langchain.agents import create_agent
+from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+from langgraph.errors import GraphRecursionError
+from langgraph.graph import END, START, StateGraph
+
+from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
+
+
+@pytest.fixture
+def handler(service: ResultsPersistenceService) -> Any:
+    h = PersistCallbackHandler("agent-1", service=service, flush_interval=0.05)
+    yield h
+    h.close()
+
+
+def _agent(plan: Any, tools: Any = (echo, explode, refuse)) -> Any:
+    return create_agent(ScriptedChatModel(plan=plan), list(tools))
+
+
+def _stored(service: ResultsPersistenceService, handler: PersistCallbackHandler, run: Any) -> Any:
+    """Flush, then the one result of this agent for ``run`` (a run id) and its traces and logs."""
+    assert handler.flush(10)
+    (result,) = service.find_results(execution_id=str(run))
+    traces = service.get_execution_traces(result.execution_id)
+    logs = service.get_execution_logs(result.execution_id)
+    return result, traces, logs
+
+
+def test_create_agent_run_is_recorded(service, handler):
+    run = uuid.uuid4()
+    agent = _agent([["echo"], ["echo", "echo"]])
+    out = agent.invoke(
+        {"messages": [("user", "hello")]},
+        {"callbacks": [handler], "run_id": run, "configurable": {"thread_id": "t-1"},
+         "metadata": {"quest_id": "quest-7"}},
+    )
+    assert out["messages"][-1].content == "answer to hello"
+
+    result, traces, logs = _stored(service, handler, run)
+    assert result.status == "completed"
+    assert result.result == "answer to hello"
+    assert (result.agent_id, result.thread_id, result.quest_id) == ("agent-1", "t-1", "quest-7")
+    assert result.metadata["tool_calls"] == 3
+    assert result.metadata["llm_calls"] == 3
+    assert result.metadata["usage"] == {"input_tokens": 30, "output_tokens": 15,
+                                        "total_tokens": 45}
+    assert result.metadata["steps"] >= 5
+    assert result.completed_at is not None
+
+    tool_traces = [t for t in traces if t.type.startswith("tool_")]
+    assert Counter(t.type for t in tool_traces) == {"tool_start": 3, "tool_end": 3}
+    assert {t.name for t in tool_traces} == {"echo"}
+    ends = [t for t in tool_traces if t.type == "tool_end"]
+    assert {t.content for t in ends} == {"echo hello#0", "echo hello#1", "echo hello#2"}
+    starts = {t.run_id: t for t in tool_traces if t.type == "tool_start"}
+    for end in ends:
+        start = starts[end.run_id]  # start and end of one call share its run id
+        assert end.metadata["tool_call_id"] == start.metadata["tool_call_id"]
+        assert end.duration is not None and end.duration >= 0
+        assert end.parent_run_id and end.metadata["node"] == "tools"
+        assert end.metadata["thread_id"] == "t-1" and isinstance(end.metadata["step"], int)
+    assert '"text":"hello#0"' in starts[ends[0].run_id].content or any(
+        '"hello#0"' in s.content for s in starts.values()
+    )
+    llm = [t for t in traces if t.type == "llm_end"]
+    assert len(llm) == 3 and llm[-1].content == "answer to hello"
+    assert llm[0].metadata["tool_calls"] == ["echo"]
+    assert [entry.message for entry in logs] == [
+        "execution started: LangGraph", "execution completed: LangGraph",
+    ]
+    assert "hello" in logs[0].metadata["detail"]
+    assert handler.active_runs == 0
+    assert not handler.dropped
+
+
+def test_prebuilt_react_agent_is_recorded(service, handler):
+    from langgraph.prebuilt import create_react_agent
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it moved to langchain.agents; still widely used
+        agent = create_react_agent(ScriptedChatModel(plan=[["echo"]]), [echo])
+    run = uuid.uuid4()
+    out = agent.invoke({"messages": [("user", "hi")]}, {"callbacks": [handler], "run_id": run})
+    assert out["messages"][-1].content == "answer to hi"
+    result, traces, _ = _stored(service, handler, run)
+    assert result.status == "completed" and result.result == "answer to hi"
+    assert [t.type for t in traces if t.type.startswith("tool")] == ["tool_start", "tool_end"]
+    assert traces[-1].type == "llm_end"
+
+
+def test_plain_chain_is_one_execution(service, handler):
+    prompt = ChatPromptTemplate.from_messages([("user", "say {word}")])
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="bird")]))
+    chain = prompt | model | StrOutputParser()
+    run = uuid.uuid4()
+    assert chain.invoke({"word": "bird"}, {"callbacks": [handler], "run_id": run}) == "bird"
+    result, traces, logs = _stored(service, handler, run)
+    assert (result.status, result.result) == ("completed", "bird")
+    assert [t.type for t in traces] == ["llm_end"]
+    assert traces[0].content == "bird" and traces[0].name == "GenericFakeChatModel"
+    assert len(logs) == 2
+
+
+def test_tool_called_directly_is_traced_without_a_result(service, handler):
+    run = uuid.uuid4()
+    assert echo.invoke({"text": "x"}, {"callbacks": [handler], "run_id": run}) == "echo x"
+    assert handler.flush(10)
+    traces = service.get_execution_traces(str(run))
+    assert [(t.type, t.name, t.run_id) for t in traces] == [
+        ("tool_start", "echo", str(run)), ("tool_end", "echo", str(run)),
+    ]
+    assert traces[1].content == "echo x"
+    assert not service.find_results(execution_id=str(run))
+    assert handler.active_runs == 0
+
+
+def test_handled_tool_error_is_an_error(service, handler):
+    call = {"type": "tool_call", "id": "c-1", "name": "refuse", "args": {"text": "x"}}
+    run = uuid.uuid4()
+    message = refuse.invoke(call, {"callbacks": [handler], "run_id": run})
+    assert message.status == "error"
+    assert handler.flush(10)
+    start, end = service.get_execution_traces(str(run))
+    assert (start.type, end.type) == ("tool_start", "tool_error")
+    assert end.content == "refused x"
+    assert end.metadata["handled"] is True and end.metadata["tool_call_id"] == "c-1"
+
+
+def test_agent_with_handled_tool_error_completes(service, handler):
+    run = uuid.uuid4()
+    out = _agent([["refuse"]]).invoke(
+        {"messages": [("user", "q")]}, {"callbacks": [handler], "run_id": run}
+    )
+    assert out["messages"][-1].content == "answer to q"
+    result, traces, _ = _stored(service, handler, run)
+    assert result.status == "completed"
+    tools = [(t.type, t.name) for t in traces if t.type.startswith("tool")]
+    assert tools == [("tool_start", "refuse"), ("tool_error", "refuse")]
+
+
+def test_tool_that_raises_fails_the_run(service, handler):
+    run = uuid.uuid4()
+    with pytest.raises(RuntimeError, match="exploded on q#0"):
+        _agent([["explode"]]).invoke(
+            {"messages": [("user", "q")]}, {"callbacks": [handler], "run_id": run}
+        )
+    result, traces, logs = _stored(service, handler, run)
+    assert result.status == "failed"
+    assert result.error == "RuntimeError: exploded on q#0"
+    errors = [t for t in traces if t.type.endswith("error")]
+    assert [(t.type, t.name) for t in errors] == [("tool_error", "explode")]  # traced once
+    assert errors[0].content == "RuntimeError: exploded on q#0"
+    assert logs[-1].level == "error" and "exploded" in logs[-1].message
+    assert handler.active_runs == 0
+
+
+def test_tool_raising_directly_is_traced(service, handler):
+    run = uuid.uuid4()
+    with pytest.raises(RuntimeError):
+        explode.invoke({"text": "z"}, {"callbacks": [handler], "run_id": run})
+    assert handler.flush(10)
+    assert [t.type for t in service.get_execution_traces(str(run))] == ["tool_start", "tool_error"]
+
+
+class _State(TypedDict):
+    text: str
+
+
+def test_nested_graph_belongs_to_the_outer_execution(service, handler):
+    inner = StateGraph(_State)
+    inner.add_node("shout", lambda s: {"text": echo.invoke({"text": s["text"]}).upper()})
+    inner.add_edge(START, "shout")
+    inner.add_edge("shout", END)
+    sub = inner.compile()
+
+    outer = StateGraph(_State)
+    outer.add_node("call_sub", lambda s: sub.invoke(s))  # a graph called from a node
+    outer.add_node("as_node", sub)  # and a graph as a node
+    outer.add_edge(START, "call_sub")
+    outer.add_edge("call_sub", "as_node")
+    outer.add_edge("as_node", END)
+    run = uuid.uuid4()
+    out = outer.compile().invoke({"text": "a"}, {"callbacks": [handler], "run_id": run})
+    assert out["text"] == "ECHO ECHO A"
+    result, traces, _ = _stored(service, handler, run)
+    assert result.result == '{"text":"ECHO ECHO A"}'
+    assert [t.type for t in traces] == ["tool_start", "tool_end"] * 2
+    assert len(service.find_results(agent_id="agent-1")) == 1
+
+
+def test_twenty_concurrent_runs_share_one_handler(service, handler):
+    agent = _agent([["echo", "echo"], ["echo"]])
+    runs = {f"user-{i}": uuid.uuid4() for i in range(20)}
+
+    def go(name: str) -> str:
+        out = agent.invoke({"messages": [("user", name)]},
+                           {"callbacks": [handler], "run_id": runs[name]})
+        return out["messages"][-1].content
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(go, runs))
+    assert answers == [f"answer to {name}" for name in runs]
+    assert handler.flush(10)
+    for name, run in runs.items():
+        result, traces, logs = _stored(service, handler, run)
+        assert result.status == "completed" and result.result == f"answer to {name}"
+        tool_traces = [t for t in traces if t.type.startswith("tool")]
+        assert len(tool_traces) == 6
+        for t in tool_traces:  # every trace is attributed to its own execution
+            assert f"{name}#" in t.content
+        assert len(logs) == 2
+    assert handler.active_runs == 0
+
+
+async def test_async_runs_are_recorded(service, handler):
+    agent = _agent([["echo"], ["refuse"]])
+    runs = [uuid.uuid4() for _ in range(5)]
+    outs = await asyncio.gather(*(
+        agent.ainvoke({"messages": [("user", f"a{i}")]}, {"callbacks": [handler], "run_id": r})
+        for i, r in enumerate(runs)
+    ))
+    assert [o["messages"][-1].content for o in outs] == [f"answer to a{i}" for i in range(5)]
+    await asyncio.to_thread(handler.flush, 10)
+    for i, run in enumerate(runs):
+        (result,) = await service.afind_results(execution_id=str(run))
+        assert result.status == "completed"
+        traces = await service.aget_execution_traces(str(run))
+        assert [t.type for t in traces if t.type.startswith("tool")] == [
+            "tool_start", "tool_end", "tool_start", "tool_error",
+        ]
+        assert all(f"a{i}#" in t.content for t in traces if t.type == "tool_start")
+    assert handler.active_runs == 0
+
+
+def test_custom_events_retries_and_failure_are_logged(service, handler):
+    attempts = []
+
+    def flaky(x: int) -> int:
+        attempts.append(x)
+        if len(attempts) < 2:
+            raise ValueError("flaky")
+        dispatch_custom_event("progress", {"done": 50})
+        return x
+
+    chain = RunnableLambda(flaky).with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
+    run = uuid.uuid4()
+    assert chain.invoke(1, {"callbacks": [handler], "run_id": run}) == 1
+    result, traces, logs = _stored(service, handler, run)
+    assert result.status == "completed" and result.result == "1"
+    messages = [(entry.level, entry.message) for entry in logs]
+    assert ("warn", "retrying flaky: attempt 2") in messages
+    custom = [entry for entry in logs if entry.message == "custom event: progress"]
+    assert custom and custom[0].metadata["detail"] == '{"done":50}'
+    assert [t.type for t in traces] == ["chain_error"]  # the failed first attempt
+
+    failing = RunnableLambda(lambda x: 1 / 0)
+    run = uuid.uuid4()
+    with pytest.raises(ZeroDivisionError):
+        failing.invoke(1, {"callbacks": [handler], "run_id": run})
+    result, _, logs = _stored(service, handler, run)
+    assert result.status == "failed" and result.error.startswith("ZeroDivisionError")
+    assert logs[-1].level == "error"
+
+
+def test_recursion_limit_warning(service, handler):
+    run = uuid.uuid4()
+    with pytest.raises(GraphRecursionError):
+        _agent([["echo"]] * 20).invoke(
+            {"messages": [("user", "loop")]},
+            {"callbacks": [handler], "run_id": run, "recursion_limit": 10},
+        )
+    result, _, logs = _stored(service, handler, run)
+    assert result.status == "failed"
+    levels = [(entry.level, entry.message.split(":")[0]) for entry in logs]
+    assert ("warn", "run is near its recursion limit") in levels
+    assert logs[-1].message.startswith("execution failed: recursion limit reached")
+
+
+def test_execution_id_from_metadata_and_checkpoint_id(service, handler):
+    service.save_checkpoint_state(agent_id="agent-1", checkpoint_id="1ef-0001", state={},
+                                  thread_id="t-9")
+    service.save_checkpoint_state(agent_id="agent-1", checkpoint_id="1ef-0002", state={},
+                                  thread_id="t-9")
+    _agent([["echo"]]).invoke(
+        {"messages": [("user", "q")]},
+        {"callbacks": [handler], "metadata": {"execution_id": "exec-42"},
+         "configurable": {"thread_id": "t-9"}},
+    )
+    result, traces, _ = _stored(service, handler, "exec-42")
+    assert result.checkpoint_id == "1ef-0002"
+    assert len(traces) == 4
+
+
+def test_mark_stale_results(service, handler):
+    import datetime as dt
+
+    left = service.save_result(agent_id="agent-1", execution_id="dead-run")
+    done = service.save_result(agent_id="agent-1", execution_id="done-run", status="completed")
+    assert service.mark_stale_results(dt.timedelta(hours=1)) == []
+    marked = service.mark_stale_results(dt.timedelta(0), agent_id="agent-1")
+    assert marked == [left.id]
+    stale = service.get_result(left.id)
+    assert stale.status == "failed" and stale.error.startswith("abandoned")
+    assert service.get_result(done.id).status == "completed"
+
+
+def test_bad_settings_name_the_fix(service):
+    from langchain_persist import ValidationError
+
+    with pytest.raises(ValidationError, match="agent_id"):
+        PersistCallbackHandler("", service=service)
+    with pytest.raises(ValidationError, match="flush_interval"):
+        PersistCallbackHandler("a", service=service, flush_interval=0)
