@@ -1,0 +1,150 @@
+"""The database stops in the middle of a run: the agent finishes, the counters say what was
+lost, one warning says why, and the result is finished once the database is back."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from conftest import PG_ADMIN_URL
+from handler_support import ScriptedChatModel, echo
+from langchain.agents import create_agent
+from langchain_core.tools import tool
+
+from langchain_persist import (
+    PersistCallbackHandler,
+    ResultsPersistenceService,
+    StorageError,
+    _engine,
+)
+from langchain_persist._writer import BackgroundWriter, TraceEvent
+
+
+@pytest.fixture
+def outage(db_url, monkeypatch) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
+    """(stop, restart) for the test's database, without touching the shared server."""
+    if db_url.startswith("sqlite"):
+        monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", 100)  # fail fast when locked
+        lock = sqlite3.connect(db_url.split(":///", 1)[1], isolation_level=None,
+                               check_same_thread=False)
+        held = []
+
+        def stop() -> None:  # another process holds the write lock
+            lock.execute("BEGIN EXCLUSIVE")
+            held.append(True)
+
+        def restart() -> None:
+            if held:
+                lock.execute("COMMIT")
+                held.clear()
+
+        yield stop, restart
+        restart()
+        lock.close()
+        return
+    name = db_url.rsplit("/", 1)[1]
+    admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+
+    def stop() -> None:  # no new connections, and every open one is cut
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,),
+        )
+
+    def restart() -> None:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    yield stop, restart
+    restart()
+    admin.close()
+
+
+def _dropping_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "is dropping" in r.getMessage()]
+
+
+def test_database_stops_mid_run(db_url, outage, caplog):
+    stop, restart = outage
+    service = ResultsPersistenceService(db_url)
+    service.find_results(limit=1)
+    handler = PersistCallbackHandler("outage", service=service, flush_interval=0.05)
+    calls = []
+
+    @tool
+    def work(text: str) -> str:
+        """Work; the database stops during the second call."""
+        calls.append(text)
+        if len(calls) == 2:
+            assert handler.flush(10)
+            stop()
+        return f"worked {text}"
+
+    agent = create_agent(ScriptedChatModel(plan=[["work"]] * 4), [work])
+    run = uuid.uuid4()
+    with caplog.at_level(logging.WARNING, logger="langchain_persist"):
+        out = agent.invoke({"messages": [("user", "go")]}, {"callbacks": [handler], "run_id": run})
+        assert out["messages"][-1].content == "answer to go"  # the agent finished
+        assert handler.flush(10)
+        dropped = handler.dropped
+        assert dropped["traces"] >= 6  # tool_end of call 2, calls 3-4, and the model's traces
+        assert dropped["result_writes"] == 1  # the end of the run could not be written
+        assert len(_dropping_warnings(caplog)) == 1  # one warning for the whole outage
+        assert any("could not finish the result" in r.getMessage() for r in caplog.records)
+
+        restart()
+        assert handler.flush(10)  # the end of the run is retried once the database is back
+    (result,) = service.find_results(execution_id=str(run))
+    assert result.status == "completed" and result.result == "answer to go"
+    assert result.metadata["tool_calls"] == 4
+    traces = service.get_execution_traces(str(run))
+    assert [t.type for t in traces if t.type.startswith("tool")] == [
+        "tool_start", "tool_end", "tool_start",  # what was stored before the outage
+    ]
+    stored_traces = handler.written["traces"]
+    assert stored_traces == len(traces)
+    assert stored_traces + dropped["traces"] == 4 * 2 + 5  # 4 tool calls, 5 model calls
+    handler.close()
+    service.close()
+
+
+def test_raise_error_makes_result_writes_blocking(db_url, outage):
+    stop, _ = outage
+    service = ResultsPersistenceService(db_url)
+    service.find_results(limit=1)
+    strict = PersistCallbackHandler("strict", service=service, raise_error=True)
+    lenient = PersistCallbackHandler("lenient", service=service, writer=strict.writer)
+    agent = create_agent(ScriptedChatModel(plan=[["echo"]]), [echo])
+    stop()
+    with pytest.raises(StorageError, match="could not save the result"):
+        agent.invoke({"messages": [("user", "x")]}, {"callbacks": [strict]})
+    out = agent.invoke({"messages": [("user", "x")]}, {"callbacks": [lenient]})
+    assert out["messages"][-1].content == "answer to x"
+    assert lenient.dropped["result_writes"] == 2  # neither start nor end could be written
+    assert strict.active_runs == lenient.active_runs == 0
+    strict.close()
+    service.close()
+
+
+def test_full_queue_drops_and_never_blocks(service, caplog):
+    writer = BackgroundWriter(service, max_queue=10, flush_interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="langchain_persist"):
+        accepted = sum(
+            writer.put(TraceEvent("a", "e-full", "tool_start", "t", i, None, None, None,
+                                  time.time()))
+            for i in range(5000)
+        )
+        assert writer.flush(10)
+    assert writer.dropped["queue_full"] == 5000 - accepted > 0
+    assert writer.written["traces"] == accepted
+    assert len(service.get_execution_traces("e-full", limit=10_000)) == accepted
+    assert len(_dropping_warnings(caplog)) == 1
+    writer.close()
+    assert not writer.put(TraceEvent("a", "e-full", "x", None, None, None, None, None, 0.0))
+    assert writer.dropped["closed"] == 1
