@@ -180,7 +180,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
         meta = jsonable(get_serializable_checkpoint_metadata(config, metadata))
         conf = config.get("configurable") or {}
         agent_id = conf.get("agent_id") or meta.get("agent_id")
-        run_id = meta.get("run_id")
+        run_id = str(meta["run_id"]) if meta.get("run_id") else _run_id(config)
         row = {
             "thread_id": thread_id,
             "checkpoint_ns": ns,
@@ -188,7 +188,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
             "id": uuid7(),
             "agent_id": None if agent_id is None else str(agent_id),
             "parent_checkpoint_id": parent_id,
-            "run_id": None if run_id is None else str(run_id),
+            "run_id": run_id,
             "type": type_,
             "checkpoint": blob,
             "versions": {k: str(v) for k, v in versions.items()},
@@ -240,6 +240,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
         thread_id, ns, checkpoint_id = _key(config)
         if not writes:
             return
+        run_id = _run_id(config)
         rows = []
         for idx, (channel, value) in enumerate(writes):
             type_, blob = pack(*dump(self.serde, value, f"a write to channel {channel!r}"))
@@ -254,6 +255,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                     "type": type_,
                     "blob": blob,
                     "task_path": task_path,
+                    "run_id": run_id,
                 }
             )
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
@@ -462,6 +464,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
             for r in store.checkpoints_of_runs(conn, [str(r) for r in run_ids]):
                 doomed[(r.thread_id, r.checkpoint_ns)].add(r.checkpoint_id)
             self._bases.forget([thread_id for thread_id, _ in doomed])
+            store.delete_writes_of_runs(conn, [str(r) for r in run_ids])
             for thread_id in {thread_id for thread_id, _ in doomed}:
                 for ns, rows in _namespaces(store.namespace_rows(conn, thread_id)).items():
                     gone = doomed.get((thread_id, ns), set())
@@ -576,6 +579,12 @@ class PersistSaver(BaseCheckpointSaver[str]):
                 yield tup
             if len(batch) < PAGE:
                 return
+
+
+def _run_id(config: RunnableConfig) -> str | None:
+    """The run a checkpoint or write belongs to: the run config's ``run_id``, if any."""
+    run_id = config.get("run_id") or (config.get("metadata") or {}).get("run_id")
+    return None if run_id is None else str(run_id)
 
 
 def _take(items: Iterator[Any], n: int) -> list[Any]:

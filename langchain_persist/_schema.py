@@ -152,4 +152,6 @@ checkpoint_state_writes = Table(
     Column("type", String(32), nullable=False),
     Column("blob", LargeBinary),
     Column("task_path", Text, nullable=False),
+    Column("run_id", Key),
+    Index(None, "run_id"),
 )

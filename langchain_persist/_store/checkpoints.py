@@ -233,6 +233,11 @@ def checkpoints_of_runs(conn: Connection, run_ids: Sequence[str]) -> list[Row[An
     )
 
 
+def delete_writes_of_runs(conn: Connection, run_ids: Sequence[str]) -> None:
+    """Delete the pending writes some runs made, whatever checkpoint they were made against."""
+    conn.execute(delete(w).where(w.c.run_id.in_(list(run_ids))))
+
+
 def namespace_rows(conn: Connection, thread_id: str) -> list[Row[Any]]:
     """Every checkpoint of a thread: key, parent, versions and metadata (no blobs)."""
     return list(

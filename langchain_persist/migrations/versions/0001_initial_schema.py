@@ -114,6 +114,7 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("blob", sa.LargeBinary(), nullable=True),
         sa.Column("task_path", sa.Text(), nullable=False),
+        sa.Column("run_id", sa.String(length=255), nullable=True),
         sa.PrimaryKeyConstraint(
             "thread_id",
             "checkpoint_ns",
@@ -123,6 +124,11 @@ def upgrade() -> None:
             name=op.f("pk_checkpoint_state_writes"),
         ),
     )
+    with op.batch_alter_table("checkpoint_state_writes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_checkpoint_state_writes_run_id"), ["run_id"], unique=False
+        )
+
     op.create_table(
         "checkpoint_states",
         sa.Column("thread_id", sa.String(length=255), nullable=False),
@@ -209,6 +215,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_checkpoint_states_agent_id"))
 
     op.drop_table("checkpoint_states")
+    with op.batch_alter_table("checkpoint_state_writes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_checkpoint_state_writes_run_id"))
+
     op.drop_table("checkpoint_state_writes")
     op.drop_table("checkpoint_state_values")
     with op.batch_alter_table("agent_traces", schema=None) as batch_op:
