@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -9,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import make_url
@@ -25,6 +26,9 @@ from ._sanitize import clean_text, jsonable, to_text, truncate
 from ._schema import LOG_LEVELS, RESULT_STATUSES, agent_traces, execution_logs
 from ._store import checkpoints, events, results
 from ._store._paging import as_utc
+
+if TYPE_CHECKING:
+    from ._saver import PersistSaver
 
 logger = logging.getLogger("langchain_persist")
 
@@ -122,6 +126,7 @@ class ResultsPersistenceService:
         self.trace_content_limit = trace_content_limit
         self.cleanup_batch_size = cleanup_batch_size
         self.dropped: Counter[str] = Counter()
+        self._checkpoint_reader: PersistSaver | None = None
 
     def __repr__(self) -> str:
         return f"ResultsPersistenceService({self._db or self._url!r})"
@@ -507,14 +512,25 @@ class ResultsPersistenceService:
         """
         with self.db.read() as conn:
             rows = checkpoints.find_state_rows(conn, checkpoint_id, thread_id=thread_id)
-        if not rows:
-            return None
-        row = rows[0]
-        if agent_id is not None and row.agent_id not in (None, agent_id):
-            raise OwnershipError(
-                f"checkpoint {checkpoint_id!r} belongs to agent {row.agent_id!r}, not {agent_id!r}"
-            )
-        return CheckpointState.from_row(row)
+            if not rows:
+                return None
+            row = rows[0]
+            if agent_id is not None and row.agent_id not in (None, agent_id):
+                raise OwnershipError(
+                    f"checkpoint {checkpoint_id!r} belongs to agent {row.agent_id!r}, "
+                    f"not {agent_id!r}"
+                )
+            # a LangGraph checkpoint (written by PersistSaver): show its channel values as JSON
+            state = row.state if row.checkpoint is None else self._saver().state_view(conn, row)
+        return dataclasses.replace(CheckpointState.from_row(row), state=state)
+
+    def _saver(self) -> PersistSaver:
+        """A saver on the same database, to decode the checkpoints `PersistSaver` wrote."""
+        from ._saver import PersistSaver
+
+        if self._checkpoint_reader is None:
+            self._checkpoint_reader = PersistSaver(self._url, migrate=self.migrate)
+        return self._checkpoint_reader
 
     # -- cleanup ------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from langgraph.types import Command, Interrupt
 from psycopg.rows import dict_row
 from saver_graphs import agent_graph, approval_graph, nested_graph
 
-from langchain_persist import PersistSaver, SerializationError, ValidationError
+from langchain_persist import OwnershipError, PersistSaver, SerializationError, ValidationError
 
 
 def _cfg(thread: str, **extra: Any) -> dict[str, Any]:
@@ -255,3 +255,24 @@ def test_postgres_saver_tables_coexist(pg_url: str, postgres_saver: PostgresSave
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_states",
             "checkpoint_state_values", "checkpoint_state_writes"} <= tables
+
+
+def test_checkpoint_state_door(db_url: str) -> None:
+    """What the saver stores, the service reads back: one storage, two doors."""
+    from langchain_persist import ResultsPersistenceService
+
+    graph = agent_graph(2).compile(checkpointer=PersistSaver.from_url(db_url))
+    config = _cfg("door", agent_id="agent-7")
+    graph.invoke({"messages": [("user", "hello")]}, config)
+    latest = graph.get_state(config).config["configurable"]["checkpoint_id"]
+    service = ResultsPersistenceService(db_url)
+    state = service.get_checkpoint_state(latest)
+    assert state is not None
+    assert (state.agent_id, state.thread_id, state.checkpoint_id) == ("agent-7", "door", latest)
+    assert state.metadata["step"] == 5 and state.created_at.tzinfo is not None
+    messages = state.state["messages"]
+    assert [m["type"] for m in messages] == ["human", "ai", "tool", "ai", "tool", "ai"]
+    assert messages[0]["content"] == "hello"
+    assert messages[-1]["content"] == "done after 2 tool calls"
+    with pytest.raises(OwnershipError):
+        service.get_checkpoint_state(latest, agent_id="someone-else")
