@@ -1,0 +1,45 @@
+"""The benchmarks run end to end at tiny sizes (``--smoke``), each in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get(
+    "LANGCHAIN_PERSIST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def test_saver_bench_smoke(tmp_path: Path) -> None:
+    """``bench_saver.py --smoke`` exits 0 and prints the graph-run table with every peer."""
+    out = tmp_path / "saver.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_saver.py", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "LANGCHAIN_PERSIST_BENCH_PG": PG_ADMIN_URL},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+
+    graph_table = result.stdout.split("### Graph run")[1].split("###")[0]
+    for name, driver in [
+        ("InMemorySaver", "invoke"),
+        ("InMemorySaver", "ainvoke"),
+        ("SqliteSaver", "invoke"),
+        ("AsyncSqliteSaver", "ainvoke"),
+        ("PostgresSaver", "invoke"),
+        ("AsyncPostgresSaver", "ainvoke"),
+    ]:
+        assert f"| {name} | {driver} |" in graph_table, graph_table
+    for heading in ("### Micro-operations", "### Concurrency", "### Storage", "### Resume"):
+        assert heading in result.stdout
+
+    results = json.loads(out.read_text())["results"]
+    assert set(results) >= {"graph", "graph_sync", "micro", "concurrency", "storage", "resume"}
+    assert results["graph"]["postgres"]["ms"]["median"] > 0
