@@ -42,6 +42,17 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     Datetimes become ISO strings, UUIDs and Decimals strings, sets sorted lists, pydantic models
     and dataclasses dicts, bytes base64, NaN and infinities strings; anything else its ``repr``.
     """
+    kind = type(value)
+    if kind is str:  # fast paths for the plain types that make up most events
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is dict and _depth < _MAX_DEPTH:
+        depth = _depth + 1
+        return {
+            (k if type(k) is str and "\x00" not in k else clean_text(str(k))): jsonable(v, depth)
+            for k, v in value.items()
+        }
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, str):

@@ -329,3 +329,25 @@ def test_bad_settings_name_the_fix(service):
         PersistCallbackHandler("", service=service)
     with pytest.raises(ValidationError, match="flush_interval"):
         PersistCallbackHandler("a", service=service, flush_interval=0)
+
+
+def test_bulk_rows_round_trip(service):
+    """The writer's bulk path (COPY / executemany) stores awkward text and JSON exactly."""
+    awkward = 'tab\there, newline\nthere, back\\slash, "quotes", NUL\x00, é, 🙂'
+    rows = [
+        service.trace_row(agent_id="a", execution_id="bulk", type="tool_end", name=f"n{i}",
+                          content=awkward, metadata={"nested": {"list": [1, 2.5, None]},
+                                                     "text": awkward}, duration=i / 3)
+        for i in range(3)
+    ]
+    assert service.save_traces(rows) == 3
+    stored = service.get_execution_traces("bulk")
+    assert [t.name for t in stored] == ["n0", "n1", "n2"]
+    assert stored[0].content == awkward.replace("\x00", "\ufffd")
+    assert stored[1].metadata == {"nested": {"list": [1, 2.5, None]},
+                                  "text": awkward.replace("\x00", "\ufffd")}
+    assert stored[2].duration == pytest.approx(2 / 3)
+    assert [t.id for t in stored] == [r["id"] for r in rows]
+    log = service.log_row(agent_id="a", execution_id="bulk", message=awkward, level="warning")
+    assert service.save_logs([log]) == 1
+    assert service.get_execution_logs("bulk")[0].message == awkward.replace("\x00", "\ufffd")
