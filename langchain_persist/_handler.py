@@ -82,14 +82,14 @@ class _Execution:
         self.lock = threading.Lock()
         self.llm_calls = 0
         self.tool_calls = 0
-        self.usage: Counter[str] = Counter()
+        self.usage: dict[str, int] = {}
         self.first_step: int | None = None
         self.last_step: int | None = None
         self.limit: int | None = None
         self.near_limit = False
         self.partial: Any = None
         self.last_error: BaseException | None = None
-        self.failed_tasks: set[str] = set()
+        self.failed_tasks: set[str] | None = None  # LangGraph tasks that raised
 
     def summary(self) -> dict[str, Any]:
         """The counters kept in the result's metadata."""
@@ -287,7 +287,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         if metadata and name == metadata.get("langgraph_node"):
             task = metadata.get("langgraph_checkpoint_ns")
             if task:
-                ex.failed_tasks.add(task)
+                ex.failed_tasks = {*(ex.failed_tasks or ()), task}
         if ex.last_error is not error:
             ex.last_error = error
             self._put(TraceEvent(
@@ -441,7 +441,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
                             "prompt_tokens", "completion_tokens"):
                     value = usage.get(key)
                     if isinstance(value, int):
-                        ex.usage[key] += value
+                        ex.usage[key] = ex.usage.get(key, 0) + value
             if text:
                 ex.partial = text
         if self.trace_llm:
@@ -633,7 +633,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     def _node_retry(self, ex: _Execution, name: str | None, metadata: Mapping[str, Any]) -> None:
         task = metadata.get("langgraph_checkpoint_ns")
-        if task in ex.failed_tasks and name == metadata.get("langgraph_node"):
+        if ex.failed_tasks and task in ex.failed_tasks and name == metadata.get("langgraph_node"):
             ex.failed_tasks.discard(task)
             self._log(ex, "warn", f"retrying node {name}",
                       {"node": name, "step": metadata.get("langgraph_step")})

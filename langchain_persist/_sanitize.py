@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 _MAX_DEPTH = 32
+# The same as json.dumps(..., ensure_ascii=False, separators=(",", ":")), made once.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 NUL_REPLACEMENT = "\ufffd"
 
 
@@ -26,7 +28,7 @@ def to_text(value: Any) -> str:
     """Any value as storable text: strings as they are, everything else as compact JSON."""
     if isinstance(value, str):
         return clean_text(value)
-    return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE(jsonable(value))
 
 
 def truncate(text: str, limit: int) -> tuple[str, int | None]:

@@ -78,6 +78,8 @@ def _status(value: str) -> str:
 def _metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
     if value is None:
         return {}
+    if type(value) is dict:
+        return jsonable(value)
     if not isinstance(value, Mapping):
         raise ValidationError(f"metadata must be a mapping, got {type(value).__name__}")
     return jsonable(value)

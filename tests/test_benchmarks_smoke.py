@@ -43,3 +43,28 @@ def test_saver_bench_smoke(tmp_path: Path) -> None:
     results = json.loads(out.read_text())["results"]
     assert set(results) >= {"graph", "graph_sync", "micro", "concurrency", "storage", "resume"}
     assert results["graph"]["postgres"]["ms"]["median"] > 0
+
+
+def test_handler_bench_smoke(tmp_path: Path) -> None:
+    """``bench_handler.py --smoke`` exits 0 and prints every table with every contender."""
+    out = tmp_path / "handler.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_handler.py", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "LANGCHAIN_PERSIST_BENCH_PG": PG_ADMIN_URL},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    agent_table = result.stdout.split("### Agent run")[1].split("###")[0]
+    for name in ("no handler", "no-op handler", "PersistCallbackHandler (SQLite)",
+                 "PersistCallbackHandler (PostgreSQL)", "naive sync insert (SQLite)",
+                 "naive sync insert (PostgreSQL)"):
+        assert f"| {name} |" in agent_table, agent_table
+    for heading in ("### Direct tool.invoke()", "### Sustained ingest", "### Memory"):
+        assert heading in result.stdout
+    report = json.loads(out.read_text())
+    memory = report["Memory"]["rows"]
+    assert [row[0] for row in memory] == ["SQLite file", "PostgreSQL"]
+    assert all(row[6] == "20,000" for row in memory)  # every event of the smoke run was stored

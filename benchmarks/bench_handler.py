@@ -1,0 +1,333 @@
+"""Benchmark: what PersistCallbackHandler costs an agent, and what the writer can ingest.
+
+    python benchmarks/bench_handler.py            # the full run (a few minutes)
+    python benchmarks/bench_handler.py --smoke    # tiny sizes, a few seconds
+
+Contenders, interleaved round by round (the order rotates) and summarized by medians:
+no handler; LangChain's no-op handler (``run_inline``); this handler on a SQLite file and on
+PostgreSQL; and a naive handler that inserts one trace row synchronously per event.
+
+1. an agent run (``create_agent``, a scripted fake model, 20 tool calls): ms per run, the
+   ratio to no handler, and the time added per tool call;
+2. direct ``tool.invoke()`` calls (10,000 per contender; the naive one does a tenth);
+3. sustained ingest: trace rows per second through the background writer into each database;
+4. memory: RSS after one million events pushed through the handler as fast as possible, in
+   a fresh process: bounded by the queue, not by the number of events.
+
+PostgreSQL: a throw-away database on ``LANGCHAIN_PERSIST_BENCH_PG`` (an admin URL, default
+``postgresql://postgres@127.0.0.1:5432/postgres``), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import psycopg  # noqa: E402
+from handler_support import ScriptedChatModel, echo  # noqa: E402
+from langchain.agents import create_agent  # noqa: E402
+from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
+
+from langchain_persist import PersistCallbackHandler, ResultsPersistenceService  # noqa: E402
+from langchain_persist._engine import dispose_database  # noqa: E402
+from langchain_persist._writer import BackgroundWriter, TraceEvent  # noqa: E402
+
+PG_ADMIN = os.environ.get(
+    "LANGCHAIN_PERSIST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TOOL_CALLS = 20
+
+
+class NoopHandler(BaseCallbackHandler):
+    """LangChain's floor: a handler that does nothing, run inline."""
+
+    run_inline = True
+
+
+class NaiveHandler(BaseCallbackHandler):
+    """One committed INSERT per tool event, on the caller's thread (what not to do)."""
+
+    run_inline = True
+
+    def __init__(self, service: ResultsPersistenceService) -> None:
+        self.service = service
+        self.started: dict[Any, float] = {}
+
+    def on_tool_start(self, serialized: Any, input_str: str, *, run_id: Any, **kw: Any) -> None:
+        self.started[run_id] = time.time()
+        self.service.save_trace(agent_id="naive", execution_id=str(run_id), type="tool_start",
+                                name=(serialized or {}).get("name"), content=input_str)
+
+    def on_tool_end(self, output: Any, *, run_id: Any, **kw: Any) -> None:
+        ms = (time.time() - self.started.pop(run_id)) * 1000
+        self.service.save_trace(agent_id="naive", execution_id=str(run_id), type="tool_end",
+                                content=getattr(output, "content", output), duration=ms)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"lpbench_handler_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    try:
+        yield url
+    finally:
+        dispose_database(url)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def interleave(contenders: dict[str, Callable[[], float]], rounds: int,
+               after: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
+    """Run every contender once per round, rotating the order; ``after`` runs untimed."""
+    names = list(contenders)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            gc.collect()
+            samples[name].append(contenders[name]())
+            if name in after:
+                after[name]()
+    return samples
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- the measurements ---------------------------------------------------------------------------
+
+
+def handlers(sqlite_url: str, pg_url: str) -> dict[str, Any]:
+    """Every contender's callbacks list, by name."""
+    sqlite_service = ResultsPersistenceService(sqlite_url)
+    pg_service = ResultsPersistenceService(pg_url)
+    return {
+        "no handler": [],
+        "no-op handler": [NoopHandler()],
+        "PersistCallbackHandler (SQLite)": [PersistCallbackHandler("a", service=sqlite_service)],
+        "PersistCallbackHandler (PostgreSQL)": [PersistCallbackHandler("a", service=pg_service)],
+        "naive sync insert (SQLite)": [NaiveHandler(sqlite_service)],
+        "naive sync insert (PostgreSQL)": [NaiveHandler(pg_service)],
+    }
+
+
+def flushers(contenders: dict[str, Any]) -> dict[str, Callable[[], None]]:
+    return {
+        name: cbs[0].flush for name, cbs in contenders.items()
+        if cbs and isinstance(cbs[0], PersistCallbackHandler)
+    }
+
+
+def bench_agent(contenders: dict[str, Any], rounds: int, runs: int) -> list[list[Any]]:
+    agent = create_agent(ScriptedChatModel(plan=[["echo"]] * TOOL_CALLS), [echo])
+
+    def timed(callbacks: list[Any]) -> Callable[[], float]:
+        def go() -> float:
+            start = time.perf_counter()
+            for _ in range(runs):
+                agent.invoke({"messages": [("user", "bench")]}, {"callbacks": callbacks})
+            return (time.perf_counter() - start) / runs * 1000
+
+        return go
+
+    for callbacks in contenders.values():  # warm up every path once
+        timed(callbacks)()
+    samples = interleave({n: timed(c) for n, c in contenders.items()}, rounds,
+                         flushers(contenders))
+    base = median(samples["no handler"])
+    return [
+        [name, f"{median(s):.2f}", f"{median(s) / base:.2f}",
+         f"{(median(s) - base) * 1000 / TOOL_CALLS:+.0f}"]
+        for name, s in samples.items()
+    ]
+
+
+def bench_invoke(contenders: dict[str, Any], rounds: int, calls: int) -> list[list[Any]]:
+    def timed(callbacks: list[Any], n: int) -> Callable[[], float]:
+        config = {"callbacks": callbacks}
+
+        def go() -> float:
+            start = time.perf_counter()
+            for _ in range(n):
+                echo.invoke({"text": "x"}, config)
+            return (time.perf_counter() - start) / n * 1e6
+
+        return go
+
+    per_round = max(1, calls // rounds)
+    sizes = {n: max(10, per_round // 10) if n.startswith("naive") else per_round
+             for n in contenders}
+    for callbacks in contenders.values():
+        timed(callbacks, 10)()
+    samples = interleave({n: timed(c, sizes[n]) for n, c in contenders.items()}, rounds,
+                         flushers(contenders))
+    base = median(samples["no handler"])
+    return [
+        [name, sizes[name] * rounds, f"{median(s):.1f}", f"{median(s) - base:+.1f}"]
+        for name, s in samples.items()
+    ]
+
+
+def bench_ingest(urls: dict[str, str], rows: int, rounds: int) -> list[list[Any]]:
+    out = []
+    for name, url in urls.items():
+        service = ResultsPersistenceService(url)
+        service.find_results(limit=1)
+        rates = []
+        for _ in range(rounds):
+            writer = BackgroundWriter(service, max_queue=rows + 1)
+            run, execution = uuid.uuid4(), str(uuid.uuid4())
+            context = {"thread_id": "t-1", "langgraph_node": "tools", "langgraph_step": 3}
+            extra = {"tool_call_id": "call-1"}
+            start = time.perf_counter()
+            for i in range(rows):
+                writer.put(TraceEvent("bench", execution, "tool_end", "echo", f"echo {i}", run,
+                                      run, 0.1, time.time(), context, extra))
+            assert writer.flush(600)
+            rates.append(rows / (time.perf_counter() - start))
+            assert writer.written["traces"] == rows, (writer.written, writer.dropped)
+            writer.close()
+        out.append([name, rows, f"{median(rates):,.0f}"])
+    return out
+
+
+def memory_child(url: str, events: int) -> None:
+    """In a fresh process: push ``events`` tool events through the handler, report RSS."""
+    logging.disable(logging.WARNING)  # the full queue is reported once; keep the output clean
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    handler = PersistCallbackHandler("bench-memory", url=url)
+    handler.service.find_results(limit=1)
+    parent = uuid.uuid4()
+    handler.on_chain_start({}, {}, run_id=parent, name="memory")
+    before = rss_mb()
+    serialized, meta = {"name": "echo"}, {"langgraph_node": "tools", "langgraph_step": 1}
+    start = time.perf_counter()
+    for i in range(events // 2):
+        run = uuid.uuid4()
+        handler.on_tool_start(serialized, "x", run_id=run, parent_run_id=parent, metadata=meta,
+                              inputs={"text": i}, tool_call_id="c")
+        handler.on_tool_end(f"echo {i}", run_id=run, parent_run_id=parent)
+    pushed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    handler.on_chain_end({}, run_id=parent)
+    handler.flush(600)
+    after = rss_mb()
+    print(json.dumps({
+        "events": events, "before_mb": before, "peak_mb": peak, "after_mb": after,
+        "written": handler.written["traces"], "dropped": handler.dropped["queue_full"],
+        "accepted_per_s": events / pushed, "max_queue": handler.writer.max_queue,
+    }))
+
+
+def bench_memory(urls: dict[str, str], events: int) -> list[list[Any]]:
+    out = []
+    for name, url in urls.items():
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-child", url, str(events)],
+            capture_output=True, text=True, timeout=1800, check=True,
+        )
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        out.append([
+            name, f"{m['events']:,}", f"{m['max_queue']:,}", f"{m['before_mb']:.0f}",
+            f"{m['peak_mb']:.0f}", f"{m['after_mb']:.0f}", f"{m['written']:,}",
+            f"{m['dropped']:,}", f"{m['accepted_per_s']:,.0f}",
+        ])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
+    parser.add_argument("--json", type=Path, help="also write the tables as JSON here")
+    parser.add_argument("--memory-child", nargs=2, metavar=("URL", "EVENTS"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    sizes = dict(rounds=3, runs=1, calls=300, ingest=2_000, ingest_rounds=1, memory=20_000) \
+        if args.smoke else dict(rounds=9, runs=5, calls=10_000, ingest=200_000,
+                                ingest_rounds=3, memory=1_000_000)
+    logging.getLogger("langchain_persist").setLevel(logging.ERROR)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"lpbench-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    report: dict[str, Any] = {}
+    print(f"## Callback handler benchmark{' (smoke)' if args.smoke else ''}\n")
+    print(f"Python {platform.python_version()}, {os.cpu_count()} cores, "
+          f"{platform.platform()}; sizes: {sizes}\n")
+    with pg_database() as pg_url:
+        sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
+        urls = {"SQLite file": sqlite_url, "PostgreSQL": pg_url}
+        contenders = handlers(sqlite_url, pg_url)
+        for callbacks in contenders.values():
+            for cb in callbacks:
+                if hasattr(cb, "service"):
+                    cb.service.find_results(limit=1)  # schema in place before timing
+
+        sections = [
+            ("Agent run", f"`create_agent`, scripted fake model, {TOOL_CALLS} tool calls; "
+             "median of interleaved rounds",
+             ["handler", "ms / run", "x no handler", "µs added / tool call"],
+             lambda: bench_agent(contenders, sizes["rounds"], sizes["runs"])),
+            ("Direct tool.invoke()", "µs per call, median of interleaved rounds",
+             ["handler", "calls", "µs / call", "µs added"],
+             lambda: bench_invoke(contenders, sizes["rounds"], sizes["calls"])),
+            ("Sustained ingest", "trace rows per second through the background writer",
+             ["database", "rows", "rows / s"],
+             lambda: bench_ingest(urls, sizes["ingest"], sizes["ingest_rounds"])),
+            ("Memory", "tool events pushed through the handler as fast as possible, fresh "
+             "process; RSS in MiB",
+             ["database", "events", "max_queue", "RSS before", "RSS peak", "RSS after flush",
+              "rows written", "dropped (queue full)", "events accepted / s"],
+             lambda: bench_memory(urls, sizes["memory"])),
+        ]
+        for title, note, headers, fn in sections:
+            rows = fn()
+            report[title] = {"headers": headers, "rows": rows}
+            print(f"### {title}\n\n{note}\n\n{table(headers, rows)}\n", flush=True)
+        for callbacks in contenders.values():
+            for cb in callbacks:
+                if isinstance(cb, PersistCallbackHandler):
+                    cb.close()
+                if hasattr(cb, "service"):
+                    cb.service.close()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
