@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 
 from ._errors import ConfigurationError
 
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PING_AFTER_IDLE_S = 1.0
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -59,6 +63,12 @@ class Database:
                 "langchain-persist runs on SQLite and PostgreSQL"
             )
         self._writer = self.engine.execution_options(sqlite_immediate=True)
+        # on PostgreSQL, reads and one-statement writes skip the BEGIN and COMMIT round trips
+        self._autocommit = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql"
+            else None
+        )
         self.schema_checked = False
         self.lock = threading.Lock()
 
@@ -67,9 +77,23 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads; its transaction is rolled back at the end."""
-        with self.engine.connect() as conn:
+        """A connection for reads (autocommit on PostgreSQL, a rolled back read on SQLite)."""
+        with (self._autocommit or self.engine).connect() as conn:
             yield conn
+
+    @contextmanager
+    def atomic(self) -> Iterator[Connection]:
+        """A connection for a write that the store makes atomic by itself.
+
+        On PostgreSQL the store issues one statement in autocommit mode; on SQLite this is a
+        ``BEGIN IMMEDIATE`` transaction, like `write`.
+        """
+        if self._autocommit is None:
+            with self.write() as conn:
+                yield conn
+        else:
+            with self._autocommit.connect() as conn:
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -135,15 +159,42 @@ def _postgres_engine(url: str) -> Engine:
         raise ConfigurationError(
             "PostgreSQL needs psycopg 3: pip install 'langchain-persist[postgres]'"
         ) from exc
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,  # survive a server restart or an idle timeout
         pool_size=10,
         max_overflow=20,
         pool_recycle=1800,
         # no server-side prepared statements, so PgBouncer in transaction mode works
         connect_args={"prepare_threshold": None},
     )
+
+    # A cheaper pre-ping: a pooled connection is pinged on checkout only when it sat idle for
+    # a while or its socket has something to read (what a server that went away leaves behind:
+    # a termination notice or EOF).  A busy connection costs no extra round trip.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle = time.monotonic() - record.info.get("idle_since", 0.0)
+        if idle < PING_AFTER_IDLE_S and not _readable(dbapi_conn):
+            return
+        try:
+            dbapi_conn.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:  # any failure means: use a new connection
+            raise DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+    return engine
+
+
+def _readable(dbapi_conn: Any) -> bool:
+    """Whether an idle connection's socket has data waiting (a notice, or EOF)."""
+    try:
+        return bool(select.select([dbapi_conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 def dispose_database(url: str | None = None) -> None:

@@ -195,7 +195,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
             "metadata": meta,
             "created_at": dt.datetime.now(dt.UTC),
         }
-        with self.db.write() as conn:
+        with self.db.atomic() as conn:
             store.put_checkpoint(conn, row, value_rows)
         self._bases.add(new_bases)
         return _config(thread_id, ns, checkpoint["id"])
@@ -259,7 +259,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                 }
             )
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        with self.db.write() as conn:
+        with self.db.atomic() as conn:
             store.put_writes(conn, rows, replace=replace)
 
     # -- reading --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ The service reads and writes JSON states here; `PersistSaver` stores LangGraph c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import Connection, Row, delete, func, insert, literal, select, t
 from .._schema import checkpoint_state_values as v
 from .._schema import checkpoint_state_writes as w
 from .._schema import checkpoint_states as t
-from ._dialect import metadata_filter, upsert
+from ._dialect import bulk_insert, bulk_params, metadata_filter, upsert
 
 KEY = ("thread_id", "checkpoint_ns", "checkpoint_id")
 # the columns a checkpoint tuple is built from (everything but the service's JSON state)
@@ -77,30 +78,40 @@ def owner_of(conn: Connection, thread_id: str, checkpoint_ns: str, checkpoint_id
 # -- the saver's writes ---------------------------------------------------------------------
 
 
+_CHECKPOINT_UPDATE = ("type", "checkpoint", "versions", "metadata")
+_WRITE_UPDATE = ("channel", "type", "blob", "task_path", "run_id")
+
+
 def put_checkpoint(conn: Connection, row: dict[str, Any], values: list[dict[str, Any]]) -> None:
-    """Store a checkpoint row and the value rows of the channels it changed."""
-    if values:
-        conn.execute(upsert(conn, v).on_conflict_do_nothing(), values)
-    stmt = upsert(conn, t).values(row)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=list(KEY),
-            set_={c: stmt.excluded[c] for c in ("type", "checkpoint", "versions", "metadata")},
-        )
-    )
+    """Store a checkpoint row and the value rows of the channels it changed, atomically.
+
+    On PostgreSQL this is one statement (the values go in a CTE), so it needs no transaction.
+    """
+    dialect = conn.dialect.name
+    stmt = bulk_insert(dialect, t, _CHECKPOINT_UPDATE)
+    params = bulk_params(dialect, t, [row])
+    if dialect == "postgresql":
+        stmt = _checkpoint_with_values(len(values) > 0)
+        if values:
+            params.update(bulk_params(dialect, v, values, prefix="v_"))
+    elif values:
+        conn.execute(bulk_insert(dialect, v), bulk_params(dialect, v, values))
+    conn.execute(stmt, params)
+
+
+@functools.cache
+def _checkpoint_with_values(with_values: bool) -> Any:
+    stmt = bulk_insert("postgresql", t, _CHECKPOINT_UPDATE)
+    if with_values:
+        stmt = stmt.add_cte(bulk_insert("postgresql", v, prefix="v_").cte("new_values"))
+    return stmt
 
 
 def put_writes(conn: Connection, rows: list[dict[str, Any]], *, replace: bool) -> None:
-    """Store pending writes; ``replace`` overwrites writes already stored under the same key."""
-    stmt = upsert(conn, w)
-    if replace:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[c.name for c in w.primary_key.columns],
-            set_={c: stmt.excluded[c] for c in ("channel", "type", "blob", "task_path")},
-        )
-    else:
-        stmt = stmt.on_conflict_do_nothing()
-    conn.execute(stmt, rows)
+    """Store pending writes in one statement; ``replace`` overwrites writes of the same key."""
+    dialect = conn.dialect.name
+    stmt = bulk_insert(dialect, w, _WRITE_UPDATE if replace else ())
+    conn.execute(stmt, bulk_params(dialect, w, rows))
 
 
 # -- the saver's reads ----------------------------------------------------------------------
