@@ -336,12 +336,9 @@ class PersistSaver(BaseCheckpointSaver[str]):
         self, conn: Any, thread_id: str, ns: str, versions: Sequence[Mapping[str, str]]
     ) -> dict[tuple[str, str], Row[Any]]:
         """The value rows that ``versions`` name, and the bases of those stored as tails."""
-        keys = {(ch, ver) for vs in versions for ch, ver in vs.items()}
-        rows = store.get_values(conn, thread_id, ns, keys)
-        bases = {(r.channel, r.base_version) for r in rows.values() if r.base_version} - set(rows)
-        if bases:
-            rows.update(store.get_values(conn, thread_id, ns, bases))
-        return rows
+        return store.get_values(
+            conn, thread_id, ns, {(c, v) for vs in versions for c, v in vs.items()}
+        )
 
     def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
         stype, raw = unpack(row.type, row.blob)

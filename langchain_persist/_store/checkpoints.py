@@ -10,7 +10,18 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 
 from .._schema import checkpoint_state_values as v
 from .._schema import checkpoint_state_writes as w
@@ -158,7 +169,9 @@ def list_checkpoints(
             query = query.where(column == value)
     if before is not None:
         query = query.where(t.c.checkpoint_id < before)
-    if after is not None:
+    if after is not None and thread_id is not None and checkpoint_ns is not None:
+        query = query.where(t.c.checkpoint_id < after[0])  # an index range within the thread
+    elif after is not None:
         key = tuple_(t.c.checkpoint_id, t.c.checkpoint_ns, t.c.thread_id)
         query = query.where(key < tuple_(*after))
     if filter:
@@ -169,17 +182,33 @@ def list_checkpoints(
 def get_values(
     conn: Connection, thread_id: str, checkpoint_ns: str, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], Row[Any]]:
-    """Value rows by (channel, version)."""
+    """Value rows by (channel, version), with the base rows of those stored as tails.
+
+    Two primary-key lookups in one statement, whatever the length of the thread.
+    """
     keys = list(keys)
     if not keys:
         return {}
-    rows = conn.execute(
-        select(*VALUE_COLUMNS).where(
-            v.c.thread_id == thread_id,
-            v.c.checkpoint_ns == checkpoint_ns,
-            tuple_(v.c.channel, v.c.version).in_(keys),
-        )
+    tails = v.alias("tails")
+    same_thread = (tails.c.thread_id == thread_id) & (tails.c.checkpoint_ns == checkpoint_ns)
+    named = select(*VALUE_COLUMNS).where(
+        v.c.thread_id == thread_id,
+        v.c.checkpoint_ns == checkpoint_ns,
+        tuple_(v.c.channel, v.c.version).in_(keys),
     )
+    bases = (
+        select(*VALUE_COLUMNS)
+        .select_from(tails)
+        .join(
+            v,
+            (v.c.thread_id == tails.c.thread_id)
+            & (v.c.checkpoint_ns == tails.c.checkpoint_ns)
+            & (v.c.channel == tails.c.channel)
+            & (v.c.version == tails.c.base_version),
+        )
+        .where(same_thread, tuple_(tails.c.channel, tails.c.version).in_(keys))
+    )
+    rows = conn.execute(union_all(named, bases))
     return {(r.channel, r.version): r for r in rows}
 
 
