@@ -56,6 +56,7 @@ from ._writer import (
 logger = logging.getLogger("langchain_persist")
 
 F = TypeVar("F", bound=Callable[..., Any])
+PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
 _RETRY_TAG = "retry:attempt:"
 
 
@@ -63,9 +64,9 @@ class _Execution:
     """What the handler knows about one execution while it runs (one per root run)."""
 
     __slots__ = (
-        "agent_id", "execution_id", "failed_tasks", "first_step", "last_error", "last_step",
-        "limit", "llm_calls", "lock", "name", "near_limit", "partial", "result_id",
-        "root_run_id", "started", "thread_id", "tool_calls", "usage",
+        "agent_id", "execution_id", "failed_tasks", "finished", "first_step", "last_error",
+        "last_step", "limit", "llm_calls", "lock", "name", "near_limit", "partial",
+        "progress_at", "result_id", "root_run_id", "started", "thread_id", "tool_calls", "usage",
     )
 
     def __init__(
@@ -90,6 +91,8 @@ class _Execution:
         self.partial: Any = None
         self.last_error: BaseException | None = None
         self.failed_tasks: set[str] | None = None  # LangGraph tasks that raised
+        self.progress_at = 0.0
+        self.finished = False
 
     def summary(self) -> dict[str, Any]:
         """The counters kept in the result's metadata."""
@@ -454,10 +457,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 ex.agent_id, ex.execution_id, "llm_end", name, text, run_id, parent_run_id,
                 (now - started) * 1000, now, metadata, extra or None,
             ))
-        if ex.result_id is not None:
+        if ex.result_id is not None and now - ex.progress_at >= PROGRESS_EVERY:
+            ex.progress_at = now
             self._put(ResultWrite(ex.execution_id, ex.result_id, {
                 "status": "running", "result": ex.partial, "metadata": ex.summary(),
-            }))
+            }, owner=ex))
 
     @_guarded
     def on_llm_error(
@@ -544,6 +548,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         self, ex: _Execution, *, outputs: Any = None, error: BaseException | None = None
     ) -> None:
         """Complete or fail the execution's result (blocking), then log it."""
+        ex.finished = True
         summary = ex.summary()
         interrupted = isinstance(outputs, Mapping) and "__interrupt__" in outputs
         if interrupted:

@@ -142,6 +142,12 @@ class ResultWrite(NamedTuple):
     fields: Mapping[str, Any]
     final: bool = False
     create: Mapping[str, Any] | None = None
+    owner: Any = None  # progress is skipped once ``owner.finished`` is true
+
+    @property
+    def moot(self) -> bool:
+        """Progress of a run that has finished since: its final write says more."""
+        return not self.final and getattr(self.owner, "finished", False)
 
 
 class _Marker:
@@ -328,7 +334,7 @@ class BackgroundWriter:
                 if record.final:
                     self._pending[record.key] = record
                     progress.pop(record.key, None)
-                elif record.key not in self._pending:
+                elif record.key not in self._pending and not record.moot:
                     progress[record.key] = record  # newest progress wins
                 continue
             try:
@@ -349,7 +355,8 @@ class BackgroundWriter:
                 time.sleep(0)  # let the agent's threads take the GIL
         self._store(traces, logs)
         for record in progress.values():
-            self._apply(record)
+            if not record.moot:
+                self._apply(record)
 
     def _store(self, traces: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
         for kind, rows, save in (("traces", traces, self.service.save_traces),

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 
@@ -351,3 +352,26 @@ def test_bulk_rows_round_trip(service):
     log = service.log_row(agent_id="a", execution_id="bulk", message=awkward, level="warning")
     assert service.save_logs([log]) == 1
     assert service.get_execution_logs("bulk")[0].message == awkward.replace("\x00", "\ufffd")
+
+
+def test_result_is_updated_while_the_run_goes(service, handler):
+    seen = []
+
+    @tool
+    def check(text: str) -> str:
+        """Look at the stored result in the middle of the run."""
+        assert handler.flush(10)
+        (row,) = service.find_results(agent_id="agent-1")
+        seen.append(row)
+        return "checked"
+
+    run = uuid.uuid4()
+    create_agent(ScriptedChatModel(plan=[["check"]]), [check]).invoke(
+        {"messages": [("user", "q")]}, {"callbacks": [handler], "run_id": run}
+    )
+    (during,) = seen
+    assert during.status == "running" and during.completed_at is None
+    assert during.metadata["llm_calls"] == 1
+    assert during.metadata["usage"]["total_tokens"] == 15
+    result, _, _ = _stored(service, handler, run)
+    assert result.status == "completed" and result.metadata["llm_calls"] == 2
