@@ -263,11 +263,12 @@ class ResultsPersistenceService:
         *,
         agent_id: str | None = None,
         execution_id: str | None = None,
+        thread_id: str | None = None,
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[AgentResult]:
-        """Results newest first, filtered by any of agent, execution and status."""
+        """Results newest first, filtered by any of agent, execution, thread and status."""
         if status is not None:
             _status(status)
         with self.db.read() as conn:
@@ -275,6 +276,7 @@ class ResultsPersistenceService:
                 conn,
                 agent_id=agent_id,
                 execution_id=execution_id,
+                thread_id=thread_id,
                 status=status,
                 limit=_limit(limit),
                 cursor=cursor,
@@ -563,6 +565,24 @@ class ResultsPersistenceService:
             lambda conn, n: events.delete_before(conn, agent_traces, when, n), on_progress
         )
 
+    def count_old_results(self, older_than: Age) -> int:
+        """How many results `cleanup_old_results` would delete now (a dry run)."""
+        when = cutoff(older_than)
+        with self.db.read() as conn:
+            return results.count_finished_before(conn, when)
+
+    def count_old_logs(self, older_than: Age) -> int:
+        """How many logs `cleanup_old_logs` would delete now (a dry run)."""
+        when = cutoff(older_than)
+        with self.db.read() as conn:
+            return events.count_before(conn, execution_logs, when)
+
+    def count_old_traces(self, older_than: Age) -> int:
+        """How many traces `cleanup_old_traces` would delete now (a dry run)."""
+        when = cutoff(older_than)
+        with self.db.read() as conn:
+            return events.count_before(conn, agent_traces, when)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _cleanup(self, delete_batch: Callable[[Any, int], int], on_progress: Any) -> int:
@@ -632,5 +652,8 @@ class ResultsPersistenceService:
     acleanup_old_results = async_twin(cleanup_old_results)
     acleanup_old_logs = async_twin(cleanup_old_logs)
     acleanup_old_traces = async_twin(cleanup_old_traces)
+    acount_old_results = async_twin(count_old_results)
+    acount_old_logs = async_twin(count_old_logs)
+    acount_old_traces = async_twin(count_old_traces)
     amark_stale_results = async_twin(mark_stale_results)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, literal, select, tuple_
+from sqlalchemy import Connection, Table, delete, func, literal, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from .._errors import ValidationError
@@ -40,6 +40,11 @@ def delete_batch(conn: Connection, table: Table, where: ColumnElement[bool], siz
     if conn.dialect.name == "postgresql":  # let concurrent cleanups skip each other's rows
         chosen = chosen.with_for_update(skip_locked=True)
     return conn.execute(delete(table).where(key.in_(chosen))).rowcount
+
+
+def count_where(conn: Connection, table: Table, where: ColumnElement[bool]) -> int:
+    """How many rows match ``where`` (what `delete_batch` would delete, batch after batch)."""
+    return conn.execute(select(func.count()).select_from(table).where(where)).scalar_one()
 
 
 def after_cursor(at_col: Any, id_col: Any, cursor: str, *, descending: bool) -> ColumnElement[bool]:

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Connection, Table, insert, select
 
 from .._records import AgentTrace, ExecutionLog, Page
 from .._schema import agent_traces, execution_logs
-from ._paging import after_cursor, delete_batch, encode_cursor
+from ._paging import after_cursor, count_where, delete_batch, encode_cursor
 
 RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
     execution_logs: ExecutionLog,
@@ -91,3 +91,8 @@ def list_events(
 def delete_before(conn: Connection, table: Table, cutoff: dt.datetime, batch: int) -> int:
     """Delete one batch of events older than ``cutoff``."""
     return delete_batch(conn, table, table.c.timestamp < cutoff, batch)
+
+
+def count_before(conn: Connection, table: Table, cutoff: dt.datetime) -> int:
+    """How many events are older than ``cutoff``."""
+    return count_where(conn, table, table.c.timestamp < cutoff)

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 from .._records import AgentResult, Page
 from .._schema import agent_results as t
 from .._schema import checkpoint_states
-from ._paging import after_cursor, delete_batch, encode_cursor
+from ._paging import after_cursor, count_where, delete_batch, encode_cursor
 
 FINISHED = ("completed", "failed")
 
@@ -41,6 +41,7 @@ def list_results(
     *,
     agent_id: str | None = None,
     execution_id: str | None = None,
+    thread_id: str | None = None,
     status: str | None = None,
     limit: int,
     cursor: str | None = None,
@@ -50,6 +51,7 @@ def list_results(
     for column, value in (
         (t.c.agent_id, agent_id),
         (t.c.execution_id, execution_id),
+        (t.c.thread_id, thread_id),
         (t.c.status, status),
     ):
         if value is not None:
@@ -64,7 +66,16 @@ def list_results(
 
 def delete_finished_before(conn: Connection, cutoff: dt.datetime, batch: int) -> int:
     """Delete one batch of completed or failed results that finished before ``cutoff``."""
-    return delete_batch(conn, t, t.c.status.in_(FINISHED) & (t.c.completed_at < cutoff), batch)
+    return delete_batch(conn, t, _finished_before(cutoff), batch)
+
+
+def count_finished_before(conn: Connection, cutoff: dt.datetime) -> int:
+    """How many completed or failed results finished before ``cutoff``."""
+    return count_where(conn, t, _finished_before(cutoff))
+
+
+def _finished_before(cutoff: dt.datetime) -> Any:
+    return t.c.status.in_(FINISHED) & (t.c.completed_at < cutoff)
 
 
 def mark_running_before(
