@@ -111,7 +111,7 @@ class Sizes:
     warmup: int = 2
     reps: dict[str, int] = field(
         default_factory=lambda: {
-            "graph": 21,
+            "graph": 31,
             "micro": 7,
             "concurrency": 5,
             "storage": 1,
@@ -713,18 +713,19 @@ class Bench:
         warmup = self.sizes.warmup if warmup is None else warmup
         active = list(lives)
         gc.collect()
-        gc.freeze()  # what exists now is never garbage: keep the per-measurement collect cheap
-        for rep in range(-warmup, reps):
-            shift = rep % len(active) if active else 0
-            for live in active[shift:] + active[:shift]:
-                if live not in active:
-                    continue
-                gc.collect()
-                try:
-                    measure(live, rep >= 0)
-                except Exception as exc:
-                    self.fail(workload, live.contender, exc)
-                    active.remove(live)
+        gc.freeze()  # what exists now is not garbage: keep the per-measurement collect cheap
+        try:
+            for rep in range(-warmup, reps):
+                shift = rep % len(active) if active else 0
+                for live in active[shift:] + active[:shift]:
+                    gc.collect()
+                    try:
+                        measure(live, rep >= 0)
+                    except Exception as exc:
+                        self.fail(workload, live.contender, exc)
+                        active.remove(live)
+        finally:
+            gc.unfreeze()
 
     def record(self, workload: str, c: Contender, metric: str, *values: float) -> None:
         """Add samples of ``metric`` for ``c``."""
@@ -753,24 +754,28 @@ def log(text: str) -> None:
 
 
 def workload_graph(bench: Bench, contenders: Sequence[Contender]) -> None:
-    """Workload 1: one graph run per measurement, new thread each time, with the default
-    durability and with ``durability="sync"``."""
+    """Workload 1: graph runs, new thread each time, with the default durability and with
+    ``durability="sync"``; both run back to back within each turn (alternating which goes
+    first), so that they see the same machine."""
     steps = bench.sizes.steps
     builder = build_graph(steps)
+    variants = [("graph", {}), ("graph_sync", {"durability": "sync"})]
+    turns = itertools.count()
     with bench.session("graph", contenders) as lives:
         for live in lives:
             live.graph = builder.compile(checkpointer=live.saver)
-        for label, extra in (("graph", {}), ("graph_sync", {"durability": "sync"})):
 
-            def measure(live: Live, timed: bool, label: str = label, extra: dict = extra) -> None:
+        def measure(live: Live, timed: bool) -> None:
+            c = live.contender
+            order = variants if next(turns) % 2 else variants[::-1]
+            for label, extra in order:
                 config = run_config(new_thread_id(label), steps)
-                c = live.contender
                 out, elapsed = bench.invoke(c, live.graph, first_input(), config, **extra)
                 _expect(len(out["messages"]) == steps + 1, "graph run ended early")
                 if timed:
                     bench.record(label, c, "ms", elapsed / 1e6)
 
-            bench.round_robin(label, lives, bench.sizes.reps["graph"], measure)
+        bench.round_robin("graph", lives, bench.sizes.reps["graph"], measure)
 
 
 def workload_micro(bench: Bench, contenders: Sequence[Contender]) -> None:
@@ -1146,11 +1151,15 @@ class Report:
         return "\n\n".join([*parts, dagger]) if parts else "(no results)"
 
     def to_json(self) -> dict[str, Any]:
-        """Every metric's summary (median, quartiles, count) per workload and contender."""
+        """Every metric's summary (median, quartiles, count) and samples, per workload and
+        contender."""
         out: dict[str, Any] = {}
         for workload, per_key in self.results.items():
             out[workload] = {
-                key: {metric: summarize(values).to_dict() for metric, values in metrics.items()}
+                key: {
+                    metric: {**summarize(values).to_dict(), "samples": values}
+                    for metric, values in metrics.items()
+                }
                 for key, metrics in per_key.items()
             }
         return out
@@ -1220,6 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + ("" if persist_cls else f" ({why})"))  # fmt: skip
     print(f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']}, "
           f"{machine['os']}, Python {machine['python']}")  # fmt: skip
+    print(f"Load average at the start: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"Databases: {pg_version.split(' on ')[0]}; SQLite {sqlite3.sqlite_version}")
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"Mode: {'smoke' if args.smoke else 'full'}; workloads: {', '.join(workloads)}; "
@@ -1233,7 +1243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             for workload in workloads:
                 t0 = time.perf_counter()
                 log(f"-- {workload} ...")
-                WORKLOAD_FUNCTIONS[workload](bench, contenders)
+                try:
+                    WORKLOAD_FUNCTIONS[workload](bench, contenders)
+                except Exception as exc:  # e.g. a database that cannot be dropped: go on
+                    error = {"workload": workload, "contender": "*", "error": repr(exc)}
+                    bench.errors.append(error)
+                    traceback.print_exception(exc, file=sys.stderr)
                 timings[workload] = time.perf_counter() - t0
                 log(f"-- {workload}: {timings[workload]:.1f} s")
         finally:
@@ -1243,8 +1258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report(bench, contenders)
     total = time.perf_counter() - started
     print(report.markdown())
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nTotal time: {total:.0f} s ("
-          + ", ".join(f"{w} {t:.0f} s" for w, t in timings.items()) + ")")  # fmt: skip
+          + ", ".join(f"{w} {t:.0f} s" for w, t in timings.items())
+          + f"); load average at the end: {load}")  # fmt: skip
     if bench.errors:
         print("\n### Errors\n")
         for error in bench.errors:
@@ -1257,6 +1274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "date": datetime.now(UTC).isoformat(),
                 "mode": "smoke" if args.smoke else "full",
                 "machine": machine,
+                "load_average_at_end": os.getloadavg(),
                 "postgresql": pg_version,
                 "sqlite": sqlite3.sqlite_version,
                 "versions": versions,
