@@ -7,7 +7,7 @@ import select
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, StorageError
 
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
@@ -63,14 +63,20 @@ class Database:
                 "langchain-persist runs on SQLite and PostgreSQL"
             )
         self._writer = self.engine.execution_options(sqlite_immediate=True)
-        # on PostgreSQL, reads and one-statement writes skip the BEGIN and COMMIT round trips
-        self._autocommit = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL: a second pool of autocommit connections, so reads and one-statement writes
+        # skip the BEGIN and COMMIT round trips (SQLite: the same pool, BEGIN issued by hand)
+        self.fast = (
+            _postgres_engine(self.url, isolation_level="AUTOCOMMIT")
             if self.dialect == "postgresql"
-            else None
+            else self.engine
         )
         self.schema_checked = False
         self.lock = threading.Lock()
+        # SQLite takes one writer at a time: threads of this process queue here, rather than
+        # in SQLite's busy handler, which sleeps a millisecond or more per retry
+        self._sqlite_writer: AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        )
 
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string()!r})"
@@ -78,32 +84,53 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads (autocommit on PostgreSQL, a rolled back read on SQLite)."""
-        with (self._autocommit or self.engine).connect() as conn:
+        with self.fast.connect() as conn:
             yield conn
-
-    @contextmanager
-    def atomic(self) -> Iterator[Connection]:
-        """A connection for a write that the store makes atomic by itself.
-
-        On PostgreSQL the store issues one statement in autocommit mode; on SQLite this is a
-        ``BEGIN IMMEDIATE`` transaction, like `write`.
-        """
-        if self._autocommit is None:
-            with self.write() as conn:
-                yield conn
-        else:
-            with self._autocommit.connect() as conn:
-                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed at the end (``BEGIN IMMEDIATE`` on SQLite)."""
-        with self._writer.begin() as conn:
+        with self._sqlite_writer, self._writer.begin() as conn:
             yield conn
+
+    @contextmanager
+    def cursor(self, *, write: bool = False) -> Iterator[Any]:
+        """A raw DBAPI cursor for the hot paths (see `_store._prepared`).
+
+        On PostgreSQL it is in autocommit mode: each statement the store runs commits by
+        itself.  On SQLite a write runs in one ``BEGIN IMMEDIATE`` transaction.  Driver errors
+        come out as `StorageError`, and a connection that failed is not reused.
+        """
+        in_transaction = write and self.dialect == "sqlite"
+        with self._sqlite_writer if write else nullcontext():
+            conn = self.fast.raw_connection()
+            try:
+                cur = conn.cursor()
+                if in_transaction:
+                    cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                except BaseException:
+                    if in_transaction:
+                        cur.execute("ROLLBACK")
+                    raise
+                if in_transaction:
+                    cur.execute("COMMIT")
+            except self.fast.dialect.loaded_dbapi.Error as exc:
+                conn.invalidate(exc)
+                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise StorageError(
+                    f"{'writing to' if write else 'reading from'} {self!r} failed: "
+                    f"{type(exc).__name__}: {first_line}"
+                ) from exc
+            finally:
+                conn.close()
 
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        if self.fast is not self.engine:
+            self.fast.dispose()
 
 
 _databases: dict[str, Database] = {}
@@ -152,7 +179,7 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _postgres_engine(url: str) -> Engine:
+def _postgres_engine(url: str, **options: Any) -> Engine:
     try:
         import psycopg  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -166,6 +193,7 @@ def _postgres_engine(url: str) -> Engine:
         pool_recycle=1800,
         # no server-side prepared statements, so PgBouncer in transaction mode works
         connect_args={"prepare_threshold": None},
+        **options,
     )
 
     # A cheaper pre-ping: a pooled connection is pinged on checkout only when it sat idle for

@@ -124,6 +124,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         self.db = get_database(url)
         ensure_schema(self.db, migrate=migrate)
+        self._dialect = self.db.fast.dialect
         self._bases = _Bases()
 
     @classmethod
@@ -195,8 +196,8 @@ class PersistSaver(BaseCheckpointSaver[str]):
             "metadata": meta,
             "created_at": dt.datetime.now(dt.UTC),
         }
-        with self.db.atomic() as conn:
-            store.put_checkpoint(conn, row, value_rows)
+        with self.db.cursor(write=True) as cur:
+            store.put_checkpoint(cur, self._dialect, row, value_rows)
         self._bases.add(new_bases)
         return _config(thread_id, ns, checkpoint["id"])
 
@@ -259,20 +260,22 @@ class PersistSaver(BaseCheckpointSaver[str]):
                 }
             )
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        with self.db.atomic() as conn:
-            store.put_writes(conn, rows, replace=replace)
+        with self.db.cursor(write=True) as cur:
+            store.put_writes(cur, self._dialect, rows, replace=replace)
 
     # -- reading --------------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config``, or the thread's latest, with its pending writes."""
         key = _key(config)
-        with self.db.read() as conn:
-            row = store.get_checkpoint(conn, *key)
+        with self.db.cursor() as cur:
+            row = store.get_checkpoint(cur, self._dialect, *key)
             if row is None:
                 return None
-            values = self._fetch_values(conn, key.thread_id, key.checkpoint_ns, [row.versions])
-            writes = store.get_writes(conn, key.thread_id, key.checkpoint_ns, [row.checkpoint_id])
+            values = self._fetch_values(cur, key.thread_id, key.checkpoint_ns, [row.versions])
+            writes = store.get_writes(
+                cur, self._dialect, key.thread_id, key.checkpoint_ns, [row.checkpoint_id]
+            )
         return self._tuple(key.thread_id, row, values, writes)
 
     def list(
@@ -303,7 +306,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                     limit=size,
                 )
                 matching = [r for r in rows if _matches(r.metadata, filter)]
-                page = self._load_page(conn, matching)
+                page = self._load_page(conn.connection.cursor(), matching)
             for tup in page:
                 yield tup
                 if left is not None:
@@ -315,15 +318,16 @@ class PersistSaver(BaseCheckpointSaver[str]):
             last = rows[-1]
             after = (last.checkpoint_id, last.checkpoint_ns, last.thread_id)
 
-    def _load_page(self, conn: Any, rows: list[Row[Any]]) -> list[CheckpointTuple]:
+    def _load_page(self, cur: Any, rows: list[Row[Any]]) -> list[CheckpointTuple]:
         """Values and writes of a page of checkpoint rows, fetched per namespace."""
         groups: dict[tuple[str, str], list[Row[Any]]] = defaultdict(list)
         for r in rows:
             groups[(r.thread_id, r.checkpoint_ns)].append(r)
         loaded: dict[tuple[str, str], tuple[dict[Any, Any], list[Row[Any]]]] = {}
         for (thread_id, ns), group in groups.items():
-            values = self._fetch_values(conn, thread_id, ns, [r.versions for r in group])
-            writes = store.get_writes(conn, thread_id, ns, [r.checkpoint_id for r in group])
+            values = self._fetch_values(cur, thread_id, ns, [r.versions for r in group])
+            ids = [r.checkpoint_id for r in group]
+            writes = store.get_writes(cur, self._dialect, thread_id, ns, ids)
             loaded[(thread_id, ns)] = (values, writes)
         result = []
         for r in rows:
@@ -333,12 +337,11 @@ class PersistSaver(BaseCheckpointSaver[str]):
         return result
 
     def _fetch_values(
-        self, conn: Any, thread_id: str, ns: str, versions: Sequence[Mapping[str, str]]
+        self, cur: Any, thread_id: str, ns: str, versions: Sequence[Mapping[str, str]]
     ) -> dict[tuple[str, str], Row[Any]]:
         """The value rows that ``versions`` name, and the bases of those stored as tails."""
-        return store.get_values(
-            conn, thread_id, ns, {(c, v) for vs in versions for c, v in vs.items()}
-        )
+        keys = {(c, v) for vs in versions for c, v in vs.items()}
+        return store.get_values(cur, self._dialect, thread_id, ns, keys)
 
     def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
         stype, raw = unpack(row.type, row.blob)
@@ -385,8 +388,9 @@ class PersistSaver(BaseCheckpointSaver[str]):
         return (row.task_id, row.channel, self.serde.loads_typed(unpack(row.type, row.blob)))
 
     def state_view(self, conn: Any, row: Row[Any]) -> dict[str, Any]:
-        """A JSON-readable view of a stored checkpoint's channel values."""
-        values = self._fetch_values(conn, row.thread_id, row.checkpoint_ns, [row.versions])
+        """A JSON-readable view of a stored checkpoint's channel values (``conn``: a read)."""
+        cur = conn.connection.cursor()
+        values = self._fetch_values(cur, row.thread_id, row.checkpoint_ns, [row.versions])
         return jsonable(self._values(row.versions, values))
 
     def get_delta_channel_history(
@@ -399,27 +403,26 @@ class PersistSaver(BaseCheckpointSaver[str]):
         writes: dict[str, list[PendingWrite]] = {c: [] for c in channels}
         seeds: dict[str, Any] = {}
         left = set(channels)
-        with self.db.read() as conn:
-            target = store.get_checkpoint(conn, thread_id, ns, checkpoint_id)
-            cursor = target.parent_checkpoint_id if target is not None else None
-            while cursor is not None and left:
+        with self.db.cursor() as cur:
+            target = store.get_checkpoint(cur, self._dialect, thread_id, ns, checkpoint_id)
+            parent = target.parent_checkpoint_id if target is not None else None
+            while parent is not None and left:
                 chain = []
-                for r in store.ancestors(conn, thread_id, ns, cursor, PAGE):
-                    if r.checkpoint_id == cursor:
+                for r in store.ancestors(cur, self._dialect, thread_id, ns, parent, PAGE):
+                    if r.checkpoint_id == parent:
                         chain.append(r)
-                        cursor = r.parent_checkpoint_id
+                        parent = r.parent_checkpoint_id
                 if not chain:
                     break
                 values = self._fetch_values(
-                    conn,
+                    cur,
                     thread_id,
                     ns,
                     [{c: r.versions[c] for c in left if c in r.versions} for r in chain],
                 )
                 by_checkpoint: dict[str, list[Row[Any]]] = defaultdict(list)
-                for wr in store.get_writes(
-                    conn, thread_id, ns, [r.checkpoint_id for r in chain], left
-                ):
+                ids = [r.checkpoint_id for r in chain]
+                for wr in store.get_writes(cur, self._dialect, thread_id, ns, ids, left):
                     by_checkpoint[wr.checkpoint_id].append(wr)
                 for r in chain:  # newest first
                     for wr in reversed(by_checkpoint[r.checkpoint_id]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -56,6 +58,13 @@ def test_pool_survives_dropped_connections(pg_url: str) -> None:
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
             (name,),
         ).fetchone()
-    assert killed and killed[0] >= 1  # the pooled connections are gone, as after a restart
+        assert killed and killed[0] >= 1
+        for _ in range(100):  # until the backends are really gone, as after a restart
+            left = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            if left and left[0] == 0:
+                break
+            time.sleep(0.05)
     assert service.get_result(first.id) == first
     assert service.save_result(agent_id="a").agent_id == "a"

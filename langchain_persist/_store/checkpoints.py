@@ -6,27 +6,32 @@ The service reads and writes JSON states here; `PersistSaver` stores LangGraph c
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Row,
+    Table,
+    bindparam,
     delete,
     func,
     insert,
     literal,
+    or_,
     select,
     tuple_,
     union_all,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .._schema import checkpoint_state_values as v
 from .._schema import checkpoint_state_writes as w
 from .._schema import checkpoint_states as t
-from ._dialect import bulk_insert, bulk_params, metadata_filter, upsert
+from .._schema import metadata
+from ._dialect import metadata_filter, upsert
+from ._prepared import prepared
 
 KEY = ("thread_id", "checkpoint_ns", "checkpoint_id")
 # the columns a checkpoint tuple is built from (everything but the service's JSON state)
@@ -92,54 +97,223 @@ def owner_of(conn: Connection, thread_id: str, checkpoint_ns: str, checkpoint_id
 _CHECKPOINT_UPDATE = ("type", "checkpoint", "versions", "metadata")
 _WRITE_UPDATE = ("channel", "type", "blob", "task_path", "run_id")
 
-
-def put_checkpoint(conn: Connection, row: dict[str, Any], values: list[dict[str, Any]]) -> None:
-    """Store a checkpoint row and the value rows of the channels it changed, atomically.
-
-    On PostgreSQL this is one statement (the values go in a CTE), so it needs no transaction.
-    """
-    dialect = conn.dialect.name
-    stmt = bulk_insert(dialect, t, _CHECKPOINT_UPDATE)
-    params = bulk_params(dialect, t, [row])
-    if dialect == "postgresql":
-        stmt = _checkpoint_with_values(len(values) > 0)
-        if values:
-            params.update(bulk_params(dialect, v, values, prefix="v_"))
-    elif values:
-        conn.execute(bulk_insert(dialect, v), bulk_params(dialect, v, values))
-    conn.execute(stmt, params)
+# The saver's hot paths: prepared statements on a raw cursor (see `_prepared`).  Statements that
+# take a list of rows or keys are compiled per size; sizes are rounded up to a power of two (the
+# padding repeats the last item) so that few statements are ever compiled.
 
 
-@functools.cache
-def _checkpoint_with_values(with_values: bool) -> Any:
-    stmt = bulk_insert("postgresql", t, _CHECKPOINT_UPDATE)
-    if with_values:
-        stmt = stmt.add_cte(bulk_insert("postgresql", v, prefix="v_").cte("new_values"))
+def _size(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _pad(items: Sequence[Any]) -> list[Any]:
+    return [*items, *[items[-1]] * (_size(len(items)) - len(items))]
+
+
+def _binds(table: Table, prefix: str) -> dict[str, Any]:
+    return {c.name: bindparam(f"{prefix}{c.name}", type_=c.type) for c in table.c}
+
+
+def _flat(table: Table, prefix: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{c.name}": row.get(c.name) for c in table.c}
+
+
+def _insert_rows(dialect: str, table: Table, n: int, prefix: str, update: tuple[str, ...]) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values([_binds(table, f"{prefix}{i}_") for i in range(n)])
+    if not update:
+        return stmt.on_conflict_do_nothing()
+    return stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key.columns],
+        set_={name: stmt.excluded[name] for name in update},
+    )
+
+
+@prepared
+def _put_statement(dialect: str, n_values: int) -> Any:
+    """A checkpoint row, with (on PostgreSQL) its value rows in a CTE: one statement."""
+    stmt = _insert_rows(dialect, t, 1, "c", _CHECKPOINT_UPDATE)
+    if n_values:
+        stmt = stmt.add_cte(_insert_rows(dialect, v, n_values, "v", ()).cte("new_values"))
     return stmt
 
 
-def put_writes(conn: Connection, rows: list[dict[str, Any]], *, replace: bool) -> None:
+@prepared
+def _rows_statement(dialect: str, table_name: str, n: int, update: tuple[str, ...]) -> Any:
+    """An INSERT of ``n`` rows of a table, skipping or updating rows whose key exists."""
+    return _insert_rows(dialect, metadata.tables[table_name], n, "r", update)
+
+
+def _rows_params(table: Table, prefix: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, row in enumerate(_pad(rows)):
+        params.update(_flat(table, f"{prefix}{i}_", row))
+    return params
+
+
+def put_checkpoint(
+    cur: Any, dialect: Any, row: dict[str, Any], values: list[dict[str, Any]]
+) -> None:
+    """Store a checkpoint row and the value rows of the channels it changed.
+
+    On PostgreSQL this is one statement (atomic without a transaction); on SQLite the caller
+    holds a transaction.
+    """
+    params = _flat(t, "c0_", row)
+    if values and dialect.name == "postgresql":
+        params.update(_rows_params(v, "v", values))
+        _put_statement(dialect, _size(len(values))).execute(cur, params)
+        return
+    if values:
+        n = _size(len(values))
+        _rows_statement(dialect, v.name, n, ()).execute(cur, _rows_params(v, "r", values))
+    _put_statement(dialect, 0).execute(cur, params)
+
+
+def put_writes(cur: Any, dialect: Any, rows: list[dict[str, Any]], *, replace: bool) -> None:
     """Store pending writes in one statement; ``replace`` overwrites writes of the same key."""
-    dialect = conn.dialect.name
-    stmt = bulk_insert(dialect, w, _WRITE_UPDATE if replace else ())
-    conn.execute(stmt, bulk_params(dialect, w, rows))
+    stmt = _rows_statement(dialect, w.name, _size(len(rows)), _WRITE_UPDATE if replace else ())
+    stmt.execute(cur, _rows_params(w, "r", rows))
 
 
-# -- the saver's reads ----------------------------------------------------------------------
+@prepared
+def _checkpoint_query(dialect: str, by_id: bool) -> Any:
+    """A checkpoint row by id, or the latest of a thread's namespace."""
+    query = select(*SAVER_COLUMNS).where(
+        t.c.thread_id == bindparam("thread_id"),
+        t.c.checkpoint_ns == bindparam("checkpoint_ns"),
+        t.c.checkpoint.isnot(None),
+    )
+    if by_id:
+        return query.where(t.c.checkpoint_id == bindparam("checkpoint_id"))
+    return query.order_by(t.c.checkpoint_id.desc()).limit(1)
 
 
 def get_checkpoint(
-    conn: Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
-) -> Row[Any] | None:
-    """One checkpoint row by id, or the thread's latest in the namespace."""
-    query = select(*SAVER_COLUMNS).where(
-        t.c.thread_id == thread_id, t.c.checkpoint_ns == checkpoint_ns, t.c.checkpoint.isnot(None)
-    )
+    cur: Any, dialect: Any, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+) -> Any:
+    """One checkpoint row by id, or the thread's latest in the namespace (None if none)."""
+    params = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
     if checkpoint_id:
-        query = query.where(t.c.checkpoint_id == checkpoint_id)
-    else:
-        query = query.order_by(t.c.checkpoint_id.desc()).limit(1)
-    return conn.execute(query).one_or_none()
+        params["checkpoint_id"] = checkpoint_id
+    rows = _checkpoint_query(dialect, bool(checkpoint_id)).fetch(cur, params)
+    return rows[0] if rows else None
+
+
+@prepared
+def _values_query(dialect: str, n: int) -> Any:
+    """Value rows of ``n`` (channel, version) keys and the base rows of those that are tails."""
+
+    def named(table: Any) -> Any:
+        return or_(
+            *(
+                (table.c.channel == bindparam(f"c{i}")) & (table.c.version == bindparam(f"v{i}"))
+                for i in range(n)
+            )
+        )
+
+    tails = v.alias("tails")
+    thread = (v.c.thread_id == bindparam("thread_id")) & (
+        v.c.checkpoint_ns == bindparam("checkpoint_ns")
+    )
+    direct = select(*VALUE_COLUMNS).where(thread, named(v))
+    bases = (
+        select(*VALUE_COLUMNS)
+        .select_from(tails)
+        .join(
+            v,
+            (v.c.thread_id == tails.c.thread_id)
+            & (v.c.checkpoint_ns == tails.c.checkpoint_ns)
+            & (v.c.channel == tails.c.channel)
+            & (v.c.version == tails.c.base_version),
+        )
+        .where(
+            tails.c.thread_id == bindparam("thread_id"),
+            tails.c.checkpoint_ns == bindparam("checkpoint_ns"),
+            named(tails),
+        )
+    )
+    return union_all(direct, bases)
+
+
+def get_values(
+    cur: Any, dialect: Any, thread_id: str, checkpoint_ns: str, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """Value rows by (channel, version), with the base rows of those stored as tails.
+
+    Primary-key lookups in one statement, whatever the length of the thread.
+    """
+    keys = sorted(keys)
+    if not keys:
+        return {}
+    params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
+    for i, (channel, version) in enumerate(_pad(keys)):
+        params[f"c{i}"], params[f"v{i}"] = channel, version
+    rows = _values_query(dialect, _size(len(keys))).fetch(cur, params)
+    return {(r.channel, r.version): r for r in rows}
+
+
+@prepared
+def _writes_query(dialect: str, n: int, n_channels: int) -> Any:
+    """Pending writes of ``n`` checkpoints (of ``n_channels`` channels, if not 0), in order."""
+    query = (
+        select(*WRITE_COLUMNS)
+        .where(
+            w.c.thread_id == bindparam("thread_id"),
+            w.c.checkpoint_ns == bindparam("checkpoint_ns"),
+            w.c.checkpoint_id.in_([bindparam(f"id{i}") for i in range(n)]),
+        )
+        .order_by(w.c.checkpoint_id, w.c.task_path, w.c.task_id, w.c.idx)
+    )
+    if n_channels:
+        query = query.where(w.c.channel.in_([bindparam(f"ch{i}") for i in range(n_channels)]))
+    return query
+
+
+def get_writes(
+    cur: Any,
+    dialect: Any,
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_ids: Sequence[str],
+    channels: Iterable[str] | None = None,
+) -> list[Any]:
+    """Pending writes of some checkpoints, in the order live execution applies them."""
+    if not checkpoint_ids:
+        return []
+    params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
+    params.update({f"id{i}": x for i, x in enumerate(_pad(list(checkpoint_ids)))})
+    n_channels = 0
+    if channels is not None:
+        names = sorted(channels)
+        n_channels = _size(len(names))
+        params.update({f"ch{i}": x for i, x in enumerate(_pad(names))})
+    query = _writes_query(dialect, _size(len(checkpoint_ids)), n_channels)
+    return query.fetch(cur, params)
+
+
+@prepared
+def _ancestors_query(dialect: str, limit: int) -> Any:
+    """A page of (checkpoint_id, parent, versions, metadata) at or before an id, newest first."""
+    return (
+        select(t.c.checkpoint_id, t.c.parent_checkpoint_id, t.c.versions, t.c.metadata)
+        .where(
+            t.c.thread_id == bindparam("thread_id"),
+            t.c.checkpoint_ns == bindparam("checkpoint_ns"),
+            t.c.checkpoint_id <= bindparam("from_id"),
+            t.c.checkpoint.isnot(None),
+        )
+        .order_by(t.c.checkpoint_id.desc())
+        .limit(limit)
+    )
+
+
+def ancestors(
+    cur: Any, dialect: Any, thread_id: str, checkpoint_ns: str, from_id: str, limit: int
+) -> list[Any]:
+    """A page of checkpoints at or before ``from_id`` (to walk a parent chain)."""
+    params = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "from_id": from_id}
+    return _ancestors_query(dialect, limit).fetch(cur, params)
 
 
 def list_checkpoints(
@@ -177,80 +351,6 @@ def list_checkpoints(
     if filter:
         query = query.where(*metadata_filter(conn, t.c.metadata, filter))
     return list(conn.execute(query))
-
-
-def get_values(
-    conn: Connection, thread_id: str, checkpoint_ns: str, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Row[Any]]:
-    """Value rows by (channel, version), with the base rows of those stored as tails.
-
-    Two primary-key lookups in one statement, whatever the length of the thread.
-    """
-    keys = list(keys)
-    if not keys:
-        return {}
-    tails = v.alias("tails")
-    same_thread = (tails.c.thread_id == thread_id) & (tails.c.checkpoint_ns == checkpoint_ns)
-    named = select(*VALUE_COLUMNS).where(
-        v.c.thread_id == thread_id,
-        v.c.checkpoint_ns == checkpoint_ns,
-        tuple_(v.c.channel, v.c.version).in_(keys),
-    )
-    bases = (
-        select(*VALUE_COLUMNS)
-        .select_from(tails)
-        .join(
-            v,
-            (v.c.thread_id == tails.c.thread_id)
-            & (v.c.checkpoint_ns == tails.c.checkpoint_ns)
-            & (v.c.channel == tails.c.channel)
-            & (v.c.version == tails.c.base_version),
-        )
-        .where(same_thread, tuple_(tails.c.channel, tails.c.version).in_(keys))
-    )
-    rows = conn.execute(union_all(named, bases))
-    return {(r.channel, r.version): r for r in rows}
-
-
-def get_writes(
-    conn: Connection,
-    thread_id: str,
-    checkpoint_ns: str,
-    checkpoint_ids: Sequence[str],
-    channels: Iterable[str] | None = None,
-) -> list[Row[Any]]:
-    """Pending writes of some checkpoints, in the order live execution applies them."""
-    query = (
-        select(*WRITE_COLUMNS)
-        .where(
-            w.c.thread_id == thread_id,
-            w.c.checkpoint_ns == checkpoint_ns,
-            w.c.checkpoint_id.in_(list(checkpoint_ids)),
-        )
-        .order_by(w.c.checkpoint_id, w.c.task_path, w.c.task_id, w.c.idx)
-    )
-    if channels is not None:
-        query = query.where(w.c.channel.in_(list(channels)))
-    return list(conn.execute(query))
-
-
-def ancestors(
-    conn: Connection, thread_id: str, checkpoint_ns: str, from_id: str, limit: int
-) -> list[Row[Any]]:
-    """A page of (checkpoint_id, parent_checkpoint_id, versions, metadata) at or before an id."""
-    return list(
-        conn.execute(
-            select(t.c.checkpoint_id, t.c.parent_checkpoint_id, t.c.versions, t.c.metadata)
-            .where(
-                t.c.thread_id == thread_id,
-                t.c.checkpoint_ns == checkpoint_ns,
-                t.c.checkpoint_id <= from_id,
-                t.c.checkpoint.isnot(None),
-            )
-            .order_by(t.c.checkpoint_id.desc())
-            .limit(limit)
-        )
-    )
 
 
 # -- deleting and copying -------------------------------------------------------------------

@@ -1,0 +1,76 @@
+"""Statements built with SQLAlchemy Core, compiled once, run on a raw DBAPI cursor.
+
+On the saver's hot paths (a checkpoint put, a pending write, a checkpoint read) SQLAlchemy's
+per-call execution machinery costs more than the database round trip itself.  A `Prepared`
+keeps what SQLAlchemy would do for the statement (its SQL, its parameter order and its type
+processors, all taken from the compiled statement) and does only that on each call.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy.engine import Dialect
+
+
+class Prepared:
+    """One compiled statement for one dialect."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._order: Sequence[str] | None = compiled.positiontup if dialect.positional else None
+        self._binds: dict[str, Callable[[Any], Any]] = {}
+        # values the statement carries itself (a LIMIT, a literal), under their generated names
+        self._defaults = {n: b.value for n, b in compiled.binds.items() if not b.required}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self._binds[name] = processor
+        self._results: list[Callable[[Any], Any] | None] = []
+        self._row: type[NamedTuple] | None = None
+        if getattr(statement, "is_select", False) or hasattr(statement, "selected_columns"):
+            columns = list(statement.selected_columns)
+            self._results = [
+                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+            ]
+            self._row = NamedTuple("Row", [(c.name, Any) for c in columns])  # type: ignore[misc]
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        """The DBAPI parameters for ``values`` (keyed by bind name), processed by type."""
+        if self._defaults:
+            values = {**self._defaults, **values}
+        if self._binds:
+            values = {k: (self._binds[k](v) if k in self._binds else v) for k, v in values.items()}
+        if self._order is not None:
+            return tuple(values[name] for name in self._order)
+        return values
+
+    def execute(self, cursor: Any, values: Mapping[str, Any]) -> None:
+        """Run the statement."""
+        cursor.execute(self.sql, self.params(values))
+
+    def fetch(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
+        """Run a SELECT and return its rows as named tuples, values processed by type."""
+        cursor.execute(self.sql, self.params(values))
+        assert self._row is not None
+        make, processors = self._row._make, self._results
+        if not any(processors):
+            return [make(row) for row in cursor.fetchall()]
+        return [
+            make(p(value) if p else value for p, value in zip(processors, row, strict=True))
+            for row in cursor.fetchall()
+        ]
+
+
+def prepared(build: Callable[..., Any]) -> Callable[..., Prepared]:
+    """Cache a statement builder's result as a `Prepared`, per dialect and arguments."""
+
+    @functools.lru_cache(maxsize=512)
+    def cached(dialect: Dialect, *args: Any) -> Prepared:
+        return Prepared(build(dialect.name, *args), dialect)
+
+    cached.__doc__ = build.__doc__
+    return cached
