@@ -9,6 +9,7 @@ bytes only, and names its base.  The check is on bytes, so it holds however the 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import zstandard
@@ -17,14 +18,25 @@ from ._errors import SerializationError
 
 ZSTD = "+zstd"
 EMPTY = "empty"
-COMPRESS_MIN_BYTES = 512
+COMPRESS_MIN_BYTES = 1024
 ZSTD_LEVEL = 3
+
+
+class _Contexts(threading.local):
+    """One zstd compressor and decompressor per thread (they are not thread-safe)."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_zstd = _Contexts()
 
 
 def pack(type_: str, raw: bytes) -> tuple[str, bytes]:
     """Compress ``raw`` with zstd when it is large enough and shrinks by at least 10%."""
     if len(raw) >= COMPRESS_MIN_BYTES:
-        packed = zstandard.compress(raw, ZSTD_LEVEL)
+        packed = _zstd.compressor.compress(raw)
         if len(packed) <= len(raw) * 0.9:
             return type_ + ZSTD, packed
     return type_, raw
@@ -33,7 +45,7 @@ def pack(type_: str, raw: bytes) -> tuple[str, bytes]:
 def unpack(type_: str, blob: bytes) -> tuple[str, bytes]:
     """Undo `pack`."""
     if type_.endswith(ZSTD):
-        return type_[: -len(ZSTD)], zstandard.decompress(blob)
+        return type_[: -len(ZSTD)], _zstd.decompressor.decompress(blob)
     return type_, bytes(blob)
 
 

@@ -272,9 +272,13 @@ class PersistSaver(BaseCheckpointSaver[str]):
             row = store.get_checkpoint(cur, self._dialect, *key)
             if row is None:
                 return None
-            values = self._fetch_values(cur, key.thread_id, key.checkpoint_ns, [row.versions])
-            writes = store.get_writes(
-                cur, self._dialect, key.thread_id, key.checkpoint_ns, [row.checkpoint_id]
+            values, writes = store.get_values_and_writes(
+                cur,
+                self._dialect,
+                key.thread_id,
+                key.checkpoint_ns,
+                row.versions.items(),
+                [row.checkpoint_id],
             )
         return self._tuple(key.thread_id, row, values, writes)
 
@@ -325,23 +329,17 @@ class PersistSaver(BaseCheckpointSaver[str]):
             groups[(r.thread_id, r.checkpoint_ns)].append(r)
         loaded: dict[tuple[str, str], tuple[dict[Any, Any], list[Row[Any]]]] = {}
         for (thread_id, ns), group in groups.items():
-            values = self._fetch_values(cur, thread_id, ns, [r.versions for r in group])
+            keys = {item for r in group for item in r.versions.items()}
             ids = [r.checkpoint_id for r in group]
-            writes = store.get_writes(cur, self._dialect, thread_id, ns, ids)
-            loaded[(thread_id, ns)] = (values, writes)
+            loaded[(thread_id, ns)] = store.get_values_and_writes(
+                cur, self._dialect, thread_id, ns, keys, ids
+            )
         result = []
         for r in rows:
             values, writes = loaded[(r.thread_id, r.checkpoint_ns)]
             mine = [wr for wr in writes if wr.checkpoint_id == r.checkpoint_id]
             result.append(self._tuple(r.thread_id, r, values, mine))
         return result
-
-    def _fetch_values(
-        self, cur: Any, thread_id: str, ns: str, versions: Sequence[Mapping[str, str]]
-    ) -> dict[tuple[str, str], Row[Any]]:
-        """The value rows that ``versions`` name, and the bases of those stored as tails."""
-        keys = {(c, v) for vs in versions for c, v in vs.items()}
-        return store.get_values(cur, self._dialect, thread_id, ns, keys)
 
     def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
         stype, raw = unpack(row.type, row.blob)
@@ -389,8 +387,14 @@ class PersistSaver(BaseCheckpointSaver[str]):
 
     def state_view(self, conn: Any, row: Row[Any]) -> dict[str, Any]:
         """A JSON-readable view of a stored checkpoint's channel values (``conn``: a read)."""
-        cur = conn.connection.cursor()
-        values = self._fetch_values(cur, row.thread_id, row.checkpoint_ns, [row.versions])
+        values, _ = store.get_values_and_writes(
+            conn.connection.cursor(),
+            conn.dialect,
+            row.thread_id,
+            row.checkpoint_ns,
+            row.versions.items(),
+            [],
+        )
         return jsonable(self._values(row.versions, values))
 
     def get_delta_channel_history(
@@ -414,15 +418,13 @@ class PersistSaver(BaseCheckpointSaver[str]):
                         parent = r.parent_checkpoint_id
                 if not chain:
                     break
-                values = self._fetch_values(
-                    cur,
-                    thread_id,
-                    ns,
-                    [{c: r.versions[c] for c in left if c in r.versions} for r in chain],
+                keys = {(c, r.versions[c]) for r in chain for c in left if c in r.versions}
+                ids = [r.checkpoint_id for r in chain]
+                values, chain_writes = store.get_values_and_writes(
+                    cur, self._dialect, thread_id, ns, keys, ids, left
                 )
                 by_checkpoint: dict[str, list[Row[Any]]] = defaultdict(list)
-                ids = [r.checkpoint_id for r in chain]
-                for wr in store.get_writes(cur, self._dialect, thread_id, ns, ids, left):
+                for wr in chain_writes:
                     by_checkpoint[wr.checkpoint_id].append(wr)
                 for r in chain:  # newest first
                     for wr in reversed(by_checkpoint[r.checkpoint_id]):

@@ -14,10 +14,12 @@ from sqlalchemy import (
     Row,
     Table,
     bindparam,
+    cast,
     delete,
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     tuple_,
@@ -46,15 +48,7 @@ SAVER_COLUMNS = (
     t.c.metadata,
 )
 VALUE_COLUMNS = (v.c.channel, v.c.version, v.c.type, v.c.blob, v.c.base_version)
-WRITE_COLUMNS = (
-    w.c.checkpoint_id,
-    w.c.task_id,
-    w.c.idx,
-    w.c.channel,
-    w.c.type,
-    w.c.blob,
-    w.c.task_path,
-)
+WRITE_ONLY = (w.c.checkpoint_id, w.c.task_id, w.c.idx, w.c.task_path)
 
 
 # -- the service's view ---------------------------------------------------------------------
@@ -201,95 +195,101 @@ def get_checkpoint(
 
 
 @prepared
-def _values_query(dialect: str, n: int) -> Any:
-    """Value rows of ``n`` (channel, version) keys and the base rows of those that are tails."""
+def _values_and_writes_query(dialect: str, n_keys: int, n_ids: int, n_channels: int) -> Any:
+    """One statement for what a checkpoint read needs besides the checkpoint row:
 
-    def named(table: Any) -> Any:
+    the value rows of ``n_keys`` (channel, version) keys, the base rows of those stored as
+    tails, and the pending writes of ``n_ids`` checkpoints (of ``n_channels`` channels, if not
+    0).  Every part is a primary-key lookup, whatever the length of the thread; a ``kind``
+    column tells values ("v") from writes ("w").
+    """
+
+    def in_thread(table: Any) -> Any:
+        return (table.c.thread_id == bindparam("thread_id")) & (
+            table.c.checkpoint_ns == bindparam("checkpoint_ns")
+        )
+
+    def keyed(table: Any) -> Any:
         return or_(
             *(
                 (table.c.channel == bindparam(f"c{i}")) & (table.c.version == bindparam(f"v{i}"))
-                for i in range(n)
+                for i in range(n_keys)
             )
         )
 
-    tails = v.alias("tails")
-    thread = (v.c.thread_id == bindparam("thread_id")) & (
-        v.c.checkpoint_ns == bindparam("checkpoint_ns")
-    )
-    direct = select(*VALUE_COLUMNS).where(thread, named(v))
-    bases = (
-        select(*VALUE_COLUMNS)
-        .select_from(tails)
-        .join(
-            v,
-            (v.c.thread_id == tails.c.thread_id)
-            & (v.c.checkpoint_ns == tails.c.checkpoint_ns)
-            & (v.c.channel == tails.c.channel)
-            & (v.c.version == tails.c.base_version),
+    def value_row(kind: str, table: Any) -> list[Any]:
+        return [
+            literal(kind).label("kind"),
+            *(table.c[c.name] for c in VALUE_COLUMNS),
+            *(cast(null(), c.type).label(c.name) for c in WRITE_ONLY),
+        ]
+
+    parts = []
+    if n_keys:
+        tails = v.alias("tails")
+        parts.append(select(*value_row("v", v)).where(in_thread(v), keyed(v)))
+        parts.append(
+            select(*value_row("v", v))
+            .select_from(tails)
+            .join(
+                v,
+                (v.c.thread_id == tails.c.thread_id)
+                & (v.c.checkpoint_ns == tails.c.checkpoint_ns)
+                & (v.c.channel == tails.c.channel)
+                & (v.c.version == tails.c.base_version),
+            )
+            .where(in_thread(tails), keyed(tails))
         )
-        .where(
-            tails.c.thread_id == bindparam("thread_id"),
-            tails.c.checkpoint_ns == bindparam("checkpoint_ns"),
-            named(tails),
-        )
-    )
-    return union_all(direct, bases)
+    if n_ids:
+        writes = select(
+            literal("w").label("kind"),
+            w.c.channel,
+            cast(null(), v.c.version.type).label("version"),
+            w.c.type,
+            w.c.blob,
+            cast(null(), v.c.base_version.type).label("base_version"),
+            *(w.c[c.name] for c in WRITE_ONLY),
+        ).where(in_thread(w), w.c.checkpoint_id.in_([bindparam(f"id{i}") for i in range(n_ids)]))
+        if n_channels:
+            writes = writes.where(w.c.channel.in_([bindparam(f"ch{i}") for i in range(n_channels)]))
+        parts.append(writes)
+    return union_all(*parts) if len(parts) > 1 else parts[0]
 
 
-def get_values(
-    cur: Any, dialect: Any, thread_id: str, checkpoint_ns: str, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], Any]:
-    """Value rows by (channel, version), with the base rows of those stored as tails.
-
-    Primary-key lookups in one statement, whatever the length of the thread.
-    """
-    keys = sorted(keys)
-    if not keys:
-        return {}
-    params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
-    for i, (channel, version) in enumerate(_pad(keys)):
-        params[f"c{i}"], params[f"v{i}"] = channel, version
-    rows = _values_query(dialect, _size(len(keys))).fetch(cur, params)
-    return {(r.channel, r.version): r for r in rows}
-
-
-@prepared
-def _writes_query(dialect: str, n: int, n_channels: int) -> Any:
-    """Pending writes of ``n`` checkpoints (of ``n_channels`` channels, if not 0), in order."""
-    query = (
-        select(*WRITE_COLUMNS)
-        .where(
-            w.c.thread_id == bindparam("thread_id"),
-            w.c.checkpoint_ns == bindparam("checkpoint_ns"),
-            w.c.checkpoint_id.in_([bindparam(f"id{i}") for i in range(n)]),
-        )
-        .order_by(w.c.checkpoint_id, w.c.task_path, w.c.task_id, w.c.idx)
-    )
-    if n_channels:
-        query = query.where(w.c.channel.in_([bindparam(f"ch{i}") for i in range(n_channels)]))
-    return query
-
-
-def get_writes(
+def get_values_and_writes(
     cur: Any,
     dialect: Any,
     thread_id: str,
     checkpoint_ns: str,
+    keys: Iterable[tuple[str, str]],
     checkpoint_ids: Sequence[str],
     channels: Iterable[str] | None = None,
-) -> list[Any]:
-    """Pending writes of some checkpoints, in the order live execution applies them."""
-    if not checkpoint_ids:
-        return []
+) -> tuple[dict[tuple[str, str], Any], list[Any]]:
+    """Value rows by (channel, version), with the bases of tails, and the pending writes of
+    some checkpoints (of some channels) in the order live execution applies them."""
+    keys, ids = sorted(keys), list(checkpoint_ids)
+    if not keys and not ids:
+        return {}, []
     params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
-    params.update({f"id{i}": x for i, x in enumerate(_pad(list(checkpoint_ids)))})
-    n_channels = 0
-    if channels is not None:
-        names = sorted(channels)
-        n_channels = _size(len(names))
-        params.update({f"ch{i}": x for i, x in enumerate(_pad(names))})
-    query = _writes_query(dialect, _size(len(checkpoint_ids)), n_channels)
-    return query.fetch(cur, params)
+    n_keys = n_ids = n_channels = 0
+    if keys:
+        n_keys = _size(len(keys))
+        for i, (channel, version) in enumerate(_pad(keys)):
+            params[f"c{i}"], params[f"v{i}"] = channel, version
+    if ids:
+        n_ids = _size(len(ids))
+        params.update({f"id{i}": x for i, x in enumerate(_pad(ids))})
+        if channels is not None:
+            names = sorted(channels) or [""]
+            n_channels = _size(len(names))
+            params.update({f"ch{i}": x for i, x in enumerate(_pad(names))})
+    rows = _values_and_writes_query(dialect, n_keys, n_ids, n_channels).fetch(cur, params)
+    values = {(r.channel, r.version): r for r in rows if r.kind == "v"}
+    writes = sorted(
+        (r for r in rows if r.kind == "w"),
+        key=lambda r: (r.checkpoint_id, r.task_path, r.task_id, r.idx),
+    )
+    return values, writes
 
 
 @prepared
