@@ -219,6 +219,7 @@ class BackgroundWriter:
         self.written: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake = threading.Event()  # a full batch, a flush or close: stop gathering
         self._pending: dict[str, ResultWrite] = {}  # final result writes awaiting a retry
         self._closed = False
         self._warned = False
@@ -244,9 +245,8 @@ class BackgroundWriter:
         if self._closed:
             self.dropped["closed"] += 1
             return False
-        if self._queue.qsize() >= self.max_queue and not (
-            type(record) is ResultWrite and record.final
-        ):
+        size = self._queue.qsize()
+        if size >= self.max_queue and not (type(record) is ResultWrite and record.final):
             self.dropped["queue_full"] += 1
             self._warn_once(
                 f"the queue is full ({self.max_queue} records): the database is slower than "
@@ -254,6 +254,8 @@ class BackgroundWriter:
             )
             return False
         self._queue.put(record)
+        if size + 1 >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -266,6 +268,7 @@ class BackgroundWriter:
             return self._queue.qsize() == 0
         marker = _Marker()
         self._queue.put(marker)
+        self._wake.set()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float | None = SHUTDOWN_TIMEOUT) -> bool:
@@ -276,6 +279,7 @@ class BackgroundWriter:
             marker = _Marker(stop=True)
             self._queue.put(marker)
             self._closed = True
+            self._wake.set()
         done = marker.done.wait(timeout) if self._thread.is_alive() else True
         _unregister(self)
         return done
@@ -283,11 +287,14 @@ class BackgroundWriter:
     # -- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Wait for a first record, let a batch gather for ``flush_interval`` (less if it
+        fills up or someone flushes), then take what is there without blocking: one wake-up
+        per batch, not one per event, so the agent's threads are not interrupted per event."""
         _drop_filter.threads.add(threading.get_ident())
-        get = self._queue.get
+        source = self._queue
         while True:
             try:
-                first = get(timeout=self.flush_interval if self._pending else None)
+                first = source.get(timeout=self.flush_interval if self._pending else None)
             except queue.Empty:
                 self._retry_results()
                 continue
@@ -295,13 +302,12 @@ class BackgroundWriter:
             marker = first if type(first) is _Marker else None
             if marker is None:
                 batch.append(first)
-                deadline = time.monotonic() + self.flush_interval
+                if source.qsize() < self.batch_size - 1:
+                    self._wake.wait(self.flush_interval)
+                self._wake.clear()
                 while len(batch) < self.batch_size:
-                    wait = deadline - time.monotonic()
-                    if wait <= 0:
-                        break
                     try:
-                        item = get(timeout=wait)
+                        item = source.get_nowait()
                     except queue.Empty:
                         break
                     if type(item) is _Marker:
