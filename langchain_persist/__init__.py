@@ -14,6 +14,7 @@ from ._handler import PersistCallbackHandler
 from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
 from ._saver import PersistSaver
 from ._service import ResultsPersistenceService
+from ._tracker import ExecutionTracker
 
 results_persistence = ResultsPersistenceService()
 """The module-level service of the seed, configured lazily from the environment."""
@@ -24,6 +25,7 @@ __all__ = [
     "CheckpointState",
     "ConfigurationError",
     "ExecutionLog",
+    "ExecutionTracker",
     "NotFoundError",
     "OwnershipError",
     "Page",

@@ -1,0 +1,279 @@
+"""`ExecutionTracker`: one execution's result row and log lines, from start to end.
+
+The seed's execution tracker, async: `start_execution` creates the result row (status
+``running``) and logs the start, `update_progress` logs a step and updates the row,
+`complete_execution` and `fail_execution` finish it, with the thread's newest checkpoint.
+Usable alone (around any work), and used by the HTTP server around each graph run.
+
+An execution may span several graph runs (a retry resumes the graph from its last
+checkpoint, as a new run).  `callback_handler` gives a `PersistCallbackHandler` whose runs all
+write into the execution's one result row (output, token usage, counters) and trace into its
+execution id, but never finish the row: only the tracker decides when the execution is over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from ._errors import NotFoundError, PersistenceError
+from ._ids import uuid7
+from ._records import AgentResult
+from ._service import ResultsPersistenceService
+
+if TYPE_CHECKING:
+    from ._handler import PersistCallbackHandler
+    from ._writer import BackgroundWriter
+
+logger = logging.getLogger("langchain_persist")
+
+_FINISHING = ("status", "error", "completed_at")
+
+
+@dataclass(frozen=True, slots=True)
+class _Tracked:
+    """What the tracker keeps about an execution it started, until it finishes."""
+
+    agent_id: str
+    execution_id: str
+    result_id: str
+    thread_id: str | None
+
+
+class ExecutionTracker:
+    """Start, follow and finish executions: results and logs, persisted as they happen.
+
+    Args:
+        service: the `ResultsPersistenceService` to write through (else one for ``url``).
+        url: the database URL, when no ``service`` is given.
+        source: the ``source`` of the log lines it writes.
+
+    Every method is async (the database work runs in a worker thread).  Result writes raise
+    `PersistenceError` (they are blocking, as everywhere); log writes never raise.
+    """
+
+    def __init__(
+        self,
+        service: ResultsPersistenceService | None = None,
+        *,
+        url: str | None = None,
+        source: str = "execution-tracker",
+    ) -> None:
+        self.service = service if service is not None else ResultsPersistenceService(url)
+        self.source = source
+        self._active: dict[str, _Tracked] = {}
+        self._running_rows: set[str] = set()  # result ids of _active, read by writer threads
+        self._results = _AttemptResults(self.service, self)
+        self._writer: BackgroundWriter | None = None
+
+    def __repr__(self) -> str:
+        return f"ExecutionTracker({self.service!r}, active={len(self._active)})"
+
+    @property
+    def active(self) -> list[str]:
+        """The ids of the executions this tracker started and has not finished."""
+        return list(self._active)
+
+    async def start_execution(
+        self,
+        agent_id: str,
+        *,
+        execution_id: str | None = None,
+        thread_id: str | None = None,
+        checkpoint_id: str | None = None,
+        quest_id: str | None = None,
+        task: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AgentResult:
+        """Create the execution's result row (``running``) and log its start; return the row.
+
+        ``execution_id`` defaults to a new time-ordered id; ``task`` is logged with the start.
+        """
+        execution_id = execution_id or uuid7()
+        row = await self.service.asave_result(
+            agent_id=agent_id, execution_id=execution_id, thread_id=thread_id,
+            checkpoint_id=checkpoint_id, quest_id=quest_id, metadata=metadata,
+        )
+        tracked = _Tracked(agent_id, execution_id, row.id, thread_id)
+        self._active[execution_id] = tracked
+        self._running_rows.add(row.id)
+        await self._log(tracked, "info", "execution started",
+                        None if task is None else {"task": task})
+        return row
+
+    async def update_progress(
+        self,
+        execution_id: str,
+        message: str,
+        *,
+        progress: float | None = None,
+        result: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        level: str = "info",
+    ) -> AgentResult:
+        """Log a progress message and record it (and a partial ``result``) on the result row.
+
+        ``progress`` is a fraction from 0 to 1, when the caller knows one; ``metadata`` is
+        merged into the row's metadata and logged with the message.
+        """
+        tracked = await self._find(execution_id)
+        patch: dict[str, Any] = {**(metadata or {}), "last_progress": message}
+        if progress is not None:
+            patch["progress"] = progress
+        row = await self.service.aupdate_result(tracked.result_id, result=result, metadata=patch)
+        await self._log(tracked, level, message, patch)
+        return row
+
+    async def complete_execution(
+        self,
+        execution_id: str,
+        output: Any = None,
+        *,
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AgentResult:
+        """Mark the execution ``completed`` with its output, and log it.
+
+        ``checkpoint_id`` defaults to the newest checkpoint of the execution's thread.
+        """
+        return await self._finish(
+            execution_id, "completed", "execution completed", output=output,
+            checkpoint_id=checkpoint_id, metadata=metadata,
+        )
+
+    async def fail_execution(
+        self,
+        execution_id: str,
+        error: BaseException | str,
+        *,
+        result: Any = None,
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AgentResult:
+        """Mark the execution ``failed`` with the error (and any partial ``result``), and log it.
+
+        ``checkpoint_id`` defaults to the newest checkpoint of the execution's thread: the one
+        to resume from.
+        """
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return await self._finish(
+            execution_id, "failed", f"execution failed: {text}", output=result, error=text,
+            checkpoint_id=checkpoint_id, metadata=metadata,
+        )
+
+    def callback_handler(
+        self, execution_id: str, *, source: str = "agent-callback"
+    ) -> PersistCallbackHandler:
+        """A handler for the graph runs of a started execution (pass it in ``callbacks``).
+
+        Every root run it sees (a first run, then one per retry or resume) writes its output
+        and counters into the execution's result row and traces under its execution id; the
+        row's status is left to `complete_execution` and `fail_execution`.  Handlers share
+        one background writer, stored by `flush` and `close`.
+        """
+        from ._handler import PersistCallbackHandler
+        from ._writer import BackgroundWriter
+
+        tracked = self._active.get(execution_id)
+        if tracked is None:
+            raise NotFoundError(
+                f"execution {execution_id!r} was not started by this tracker: call "
+                "start_execution first"
+            )
+        if self._writer is None:
+            self._writer = BackgroundWriter(cast(ResultsPersistenceService, self._results))
+        return PersistCallbackHandler(
+            tracked.agent_id, service=cast(ResultsPersistenceService, self._results),
+            writer=self._writer, source=source,
+        )
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until the traces and logs of every handler so far are stored."""
+        return self._writer is None or self._writer.flush(timeout)
+
+    async def aflush(self, timeout: float | None = 10.0) -> bool:
+        """Async `flush`: wait, off the event loop, until traces and logs are stored."""
+        import asyncio
+
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Store what the handlers queued and stop their writer."""
+        return self._writer is None or self._writer.close(timeout)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _finish(
+        self, execution_id: str, status: str, message: str, *, output: Any,
+        checkpoint_id: str | None, metadata: Mapping[str, Any] | None, error: str | None = None,
+    ) -> AgentResult:
+        tracked = await self._find(execution_id)
+        if checkpoint_id is None and tracked.thread_id:
+            with contextlib.suppress(PersistenceError):  # a nicety; the update below reports
+                checkpoint_id = await self.service.alatest_checkpoint_id(tracked.thread_id)
+        row = await self.service.aupdate_result(
+            tracked.result_id, status=status, result=output, error=error,
+            checkpoint_id=checkpoint_id, metadata=metadata,
+        )
+        self._active.pop(execution_id, None)
+        self._running_rows.discard(tracked.result_id)
+        await self._log(tracked, "error" if error else "info", message,
+                        {"checkpoint_id": row.checkpoint_id, **(metadata or {})})
+        return row
+
+    async def _find(self, execution_id: str) -> _Tracked:
+        tracked = self._active.get(execution_id)
+        if tracked is not None:
+            return tracked
+        # started elsewhere (another tracker or process, or before a restart): its newest row
+        page = await self.service.afind_results(execution_id=execution_id, limit=1)
+        if not page:
+            raise NotFoundError(
+                f"no execution {execution_id!r}: start it with start_execution first"
+            )
+        row = page[0]
+        return _Tracked(row.agent_id, execution_id, row.id, row.thread_id)
+
+    async def _log(
+        self, tracked: _Tracked, level: str, message: str, metadata: Mapping[str, Any] | None
+    ) -> None:
+        await self.service.asave_log(
+            agent_id=tracked.agent_id, execution_id=tracked.execution_id, message=message,
+            level=level, source=self.source, metadata=metadata,
+        )
+
+
+class _AttemptResults:
+    """The service the tracker's handlers write through.
+
+    The same as the tracker's service, except for the result rows of the executions the
+    tracker is running: a run's start adopts the execution's row instead of creating one, and
+    a run's end leaves the row's status (and error) alone, so a failed attempt that will be
+    retried does not finish the execution.
+    """
+
+    def __init__(self, service: ResultsPersistenceService, tracker: ExecutionTracker) -> None:
+        self._service = service
+        self._tracker = tracker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def __repr__(self) -> str:
+        return repr(self._service)
+
+    def save_result(self, **fields: Any) -> AgentResult:
+        """Adopt the execution's row for a new run of it; otherwise create a row."""
+        tracked = self._tracker._active.get(str(fields.get("execution_id")))
+        if tracked is None:
+            return self._service.save_result(**fields)
+        return self._service.update_result(tracked.result_id, metadata=fields.get("metadata"))
+
+    def update_result(self, result_id: str, **fields: Any) -> AgentResult:
+        """Update a row; for a tracked execution, keep output and counters but not the end."""
+        if result_id in self._tracker._running_rows:
+            fields = {k: v for k, v in fields.items() if k not in _FINISHING}
+        return self._service.update_result(result_id, **fields)
