@@ -1,72 +1,315 @@
-"""The ``langchain-persist`` command line (Typer + Rich)."""
+"""The ``langchain-persist`` command line (Typer + Rich).
+
+Commands only parse options, read through the service or the saver, and hand the data to
+`_cli_views` (tables and trees) or print it as JSON; `_cli_support` holds what they share.
+Read commands never create or upgrade the schema: they say to run ``db upgrade``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, NoReturn
+import datetime as dt
+import sys
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from sqlalchemy.exc import OperationalError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._engine import Database, get_database
-from ._errors import PersistenceError
+from ._cli_support import (
+    Json,
+    Url,
+    console,
+    database_errors,
+    describe_age,
+    err,
+    fail,
+    open_database,
+    parse_age,
+    read_service,
+    where,
+)
+from ._cli_views import (
+    checkpoints_table,
+    execution_view,
+    log_line,
+    logs_table,
+    results_table,
+    to_json,
+    to_json_line,
+)
+from ._engine import Database
 from ._migrate import check, current_revision, head_revision, upgrade
+from ._schema import RESULT_STATUSES
+from ._service import ResultsPersistenceService
+
+__all__ = ["Json", "Url", "app", "console", "err", "fail", "open_database"]
 
 app = typer.Typer(
-    help="Durable LangChain and LangGraph runs: look at what was stored, manage the database.",
+    help="Durable LangChain and LangGraph runs: run the demo, look at what was stored, "
+    "clean up, manage the database.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+runs_app = typer.Typer(help="List stored runs, or show one in full.", no_args_is_help=True)
 db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        help="Database URL (default: $LANGCHAIN_PERSIST_DATABASE_URL, then $DATABASE_URL, "
-        "then ./langchain_persist.db).",
-        show_default=False,
-    ),
-]
+# -- the demo --------------------------------------------------------------------------------
 
 
-def open_database(url: str | None) -> Database:
-    """The database for a URL, with errors a user can act on."""
-    try:
-        return get_database(url)
-    except PersistenceError as exc:
-        fail(str(exc))
+@app.command()
+def demo(
+    url: Url = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Run on a real model, as provider:name (e.g. openai:gpt-4.1-mini); needs the "
+            "provider's package and API key. Default: a scripted model, offline.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run an agent that fails, resumes, is approved and completes; show what was stored."""
+    from ._demo import run_demo
+
+    with database_errors(url):
+        run_demo(url, console, model=model)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print an error in red and leave with ``code``."""
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+# -- runs ------------------------------------------------------------------------------------
+
+
+@runs_app.command("list")
+def runs_list(
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's runs.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help=f"Only runs in this status ({', '.join(RESULT_STATUSES)})."),
+    ] = None,
+    thread: Annotated[str | None, typer.Option("--thread", help="Only this thread's runs.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="How many.")] = 20,
+    json_: Json = False,
+    url: Url = None,
+) -> None:
+    """List stored runs, newest first."""
+    if status is not None and status not in RESULT_STATUSES:
+        fail(f"--status must be one of {', '.join(RESULT_STATUSES)}, got {status!r}", 2)
+    with database_errors(url):
+        page = read_service(url).find_results(
+            agent_id=agent, status=status, thread_id=thread, limit=limit
+        )
+    if json_:
+        typer.echo(to_json([r.to_dict() for r in page]))
+        return
+    if not page:
+        filtered = agent or status or thread
+        console.print(
+            "No runs match." if filtered else
+            f"No runs stored yet in {where(url)}: run `langchain-persist demo` to make some."
+        )
+        return
+    console.print(results_table(page))
+    if page.next_cursor:
+        console.print(f"[dim]The newest {limit} are shown; pass --limit for more.[/]")
+
+
+@runs_app.command("show")
+def runs_show(
+    execution_id: Annotated[str, typer.Argument(help="An execution id (or a result id).")],
+    json_: Json = False,
+    url: Url = None,
+) -> None:
+    """Show one run: its result, a tree of its traces with durations, and its logs."""
+    from ._inspect import find_execution, was_interrupted
+
+    with database_errors(url):
+        execution = find_execution(read_service(url), execution_id)
+    if execution is None:
+        fail(f"nothing is stored for execution {execution_id!r} in {where(url)}: "
+             "see the ids with `langchain-persist runs list`")
+    interrupted = was_interrupted(execution)
+    if json_:
+        typer.echo(to_json({**execution.to_dict(), "interrupted": interrupted}))
+        return
+    console.print(execution_view(execution, interrupted))
+
+
+# -- logs, checkpoints -----------------------------------------------------------------------
+
+
+@app.command()
+def logs(
+    execution_id: Annotated[str, typer.Argument(help="The execution whose logs to show.")],
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f",
+                     help="Keep printing new lines until the execution stops running."),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between polls with --follow.")
+    ] = 0.5,
+    json_: Json = False,
+    url: Url = None,
+) -> None:
+    """Show an execution's logs (with --follow, as they arrive; --json gives JSON lines)."""
+    from ._inspect import follow_logs, read_all
+
+    with database_errors(url):
+        service = read_service(url)
+        known = service.find_results(execution_id=execution_id, limit=1) or (
+            service.get_execution_logs(execution_id, 1)
+        )
+        if not known:
+            fail(f"nothing is stored for execution {execution_id!r} in {where(url)}: "
+                 "see the ids with `langchain-persist runs list`")
+        if not follow:
+            lines = list(read_all(service.get_execution_logs, execution_id))
+            if json_:
+                typer.echo(to_json([log.to_dict() for log in lines]))
+            elif lines:
+                console.print(logs_table(lines))
+            else:
+                console.print("No logs stored for this execution.")
+            return
+        try:
+            for log in follow_logs(service, execution_id, interval=interval):
+                if json_:
+                    typer.echo(to_json_line(log.to_dict()))
+                else:
+                    console.print(log_line(log), highlight=False)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+
+@app.command()
+def checkpoints(
+    thread_id: Annotated[str, typer.Argument(help="The thread (configurable.thread_id).")],
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="How many of the newest checkpoints.")
+    ] = 50,
+    state: Annotated[
+        bool, typer.Option("--state", help="With --json: include each checkpoint's values.")
+    ] = False,
+    json_: Json = False,
+    url: Url = None,
+) -> None:
+    """Show a thread's checkpoints: step, state, what runs next, writes kept for resume."""
+    from ._inspect import thread_checkpoints
+    from ._saver import PersistSaver
+
+    with database_errors(url):
+        read_service(url).db  # noqa: B018 - the same checks and errors as every read command
+        saver = PersistSaver(url, migrate=False)
+        found = thread_checkpoints(saver, thread_id, limit=limit + 1, state=state and json_)
+    if not found:
+        fail(f"no checkpoints stored for thread {thread_id!r} in {where(url)} (the thread id "
+             "is the configurable thread_id a graph with PersistSaver ran with)")
+    more, found = len(found) > limit, found[:limit]
+    if json_:
+        typer.echo(to_json([c.to_dict() for c in found]))
+        return
+    title = f"Thread {thread_id}: {len(found)} checkpoints, oldest first"
+    console.print(checkpoints_table(list(reversed(found)), title=title))
+    if more:
+        console.print(f"[dim]Only the newest {limit} are shown; pass --limit for more.[/]")
+
+
+# -- cleanup ---------------------------------------------------------------------------------
+
+
+@app.command()
+def cleanup(
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="Age of what to delete: 30d, 12h, 15m, 90s, 2w, 1d12h."),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    json_: Json = False,
+    url: Url = None,
+) -> None:
+    """Delete finished results, logs and traces older than an age (running results stay)."""
+    age = parse_age(older_than)
+    with database_errors(url):
+        service = read_service(url)
+        counts = {
+            "results": service.count_old_results(age),
+            "logs": service.count_old_logs(age),
+            "traces": service.count_old_traces(age),
+        }
+        words = describe_age(age)
+        if dry_run or not any(counts.values()):
+            _cleanup_report(counts, words, url, json_, dry_run=dry_run)
+            return
+        if not yes and not json_ and sys.stdin.isatty():
+            typer.confirm(
+                f"Delete {_counted(counts)} older than {words} from {where(url)}?", abort=True
+            )
+        deleted = _delete_with_progress(service, age, counts, quiet=json_)
+    _cleanup_report(deleted, words, url, json_, dry_run=False)
+
+
+def _delete_with_progress(
+    service: ResultsPersistenceService, age: dt.timedelta, counts: dict[str, int], *, quiet: bool
+) -> dict[str, int]:
+    """Delete batch by batch, showing a progress bar per table (on stderr when ``quiet``)."""
+    deleted: dict[str, int] = {}
+    progress = Progress(
+        TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err if quiet else console, transient=quiet,
+    )
+    with progress:
+        for kind, clean in (
+            ("results", service.cleanup_old_results),
+            ("logs", service.cleanup_old_logs),
+            ("traces", service.cleanup_old_traces),
+        ):
+            task = progress.add_task(kind, total=counts[kind] or 1)
+            deleted[kind] = clean(age, on_progress=lambda n, t=task: progress.advance(t, n))
+            progress.update(task, total=max(counts[kind], deleted[kind]) or 1,
+                            completed=max(counts[kind], deleted[kind]) or 1)
+    return deleted
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
+
+
+def _cleanup_report(
+    counts: dict[str, int], words: str, url: str | None, json_: bool, *, dry_run: bool
+) -> None:
+    if json_:
+        key = "would_delete" if dry_run else "deleted"
+        typer.echo(to_json({"older_than": words, "dry_run": dry_run, key: counts}))
+        return
+    if not any(counts.values()):
+        console.print(f"Nothing in {where(url)} is older than {words}.")
+    elif not dry_run:
+        console.print(f"Deleted {_counted(counts)} older than {words}.")
+    else:
+        console.print(f"Would delete {_counted(counts)} older than {words} "
+                      f"(dry run: nothing was deleted).")
+    console.print("[dim]Running results are never deleted; checkpoints are kept (remove a "
+                  "thread with PersistSaver.delete_thread, or trim it with PersistSaver.prune).[/]")
+
+
+# -- the schema ------------------------------------------------------------------------------
 
 
 def _where(db: Database) -> str:
     return repr(db).removeprefix("Database(").removesuffix(")")
 
 
-@app.command()
-def demo(url: Url = None) -> None:
-    """Run a demo agent execution and show everything that was stored."""
-    from ._demo import run_demo
-
-    run_demo(url, console)
-
-
 @db_app.command("upgrade")
 def db_upgrade(url: Url = None) -> None:
     """Create the tables, or upgrade them to this version's schema."""
     db = open_database(url)
-    with _database_errors(db):
+    with database_errors(url):
         before = current_revision(db)
         upgrade(db)
     head = head_revision()
@@ -77,14 +320,18 @@ def db_upgrade(url: Url = None) -> None:
 
 
 @db_app.command("current")
-def db_current(url: Url = None) -> None:
-    """Show which schema version the database is at."""
+def db_current(json_: Json = False, url: Url = None) -> None:
+    """Show which schema version the database is at (exit 1 if not this code's)."""
     db = open_database(url)
-    with _database_errors(db):
+    with database_errors(url):
         current = current_revision(db)
     head = head_revision()
-    state = "current" if current == head else f"this code expects {head}"
-    console.print(f"{_where(db)}: schema {current or 'none (empty database)'} ({state})")
+    if json_:
+        typer.echo(to_json({"url": where(url), "current": current, "head": head,
+                            "up_to_date": current == head}))
+    else:
+        state = "current" if current == head else f"this code expects {head}"
+        console.print(f"{_where(db)}: schema {current or 'none (empty database)'} ({state})")
     if current != head:
         raise typer.Exit(1)
 
@@ -93,7 +340,7 @@ def db_current(url: Url = None) -> None:
 def db_check(url: Url = None) -> None:
     """Check that the database schema matches this version exactly (exit 1 if not)."""
     db = open_database(url)
-    with _database_errors(db):
+    with database_errors(url):
         current = current_revision(db)
         if current != head_revision():
             fail(
@@ -105,21 +352,6 @@ def db_check(url: Url = None) -> None:
         except Exception as exc:  # alembic's AutogenerateDiffsDetected and friends
             fail(f"the tables of {_where(db)} differ from the schema: {exc}")
     console.print(f"{_where(db)} matches schema {head_revision()}.")
-
-
-@contextmanager
-def _database_errors(db: Database) -> Iterator[None]:
-    """Turn an unreachable database into one clear line instead of a traceback."""
-    try:
-        yield
-    except OperationalError as exc:
-        fail(
-            f"cannot reach {_where(db)}: {str(exc.orig).strip().splitlines()[0]} "
-            "(is the server running and the URL right? pass --url or set "
-            "LANGCHAIN_PERSIST_DATABASE_URL)"
-        )
-    except PersistenceError as exc:
-        fail(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,121 @@
+"""What every CLI command shares: consoles, options, opening the database, errors that say what
+to do, and parsing ages such as ``30d``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from ._engine import Database, get_database, resolve_url
+from ._errors import PersistenceError
+from ._service import ResultsPersistenceService
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Database URL (default: $LANGCHAIN_PERSIST_DATABASE_URL, then $DATABASE_URL, "
+        "then ./langchain_persist.db).",
+        show_default=False,
+    ),
+]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")
+]
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error in red on stderr and leave with ``code``."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def where(url: str | None) -> str:
+    """The database a URL points at, for messages (passwords hidden)."""
+    resolved = resolve_url(url)
+    try:
+        return make_url(resolved).render_as_string()
+    except ArgumentError:
+        return resolved
+
+
+def open_database(url: str | None) -> Database:
+    """The database for a URL, with errors a user can act on."""
+    try:
+        return get_database(url)
+    except PersistenceError as exc:
+        fail(str(exc))
+
+
+def read_service(url: str | None) -> ResultsPersistenceService:
+    """A service for reading what was stored: it never creates or upgrades anything.
+
+    A SQLite file that does not exist is an error naming how to make one, not a new empty
+    file; a schema older than the code raises `SchemaError` naming ``db upgrade``.
+    """
+    resolved = resolve_url(url)
+    try:
+        parsed = make_url(resolved)
+    except ArgumentError:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:" and not Path(path).expanduser().exists():
+            fail(
+                f"there is no database at {path}: run `langchain-persist demo` (or your agent) "
+                "to create one, or point at yours with --url or LANGCHAIN_PERSIST_DATABASE_URL"
+            )
+    return ResultsPersistenceService(url, migrate=False)
+
+
+@contextmanager
+def database_errors(url: str | None) -> Iterator[None]:
+    """Turn an unreachable database or an old schema into one clear line instead of a
+    traceback."""
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        fail(
+            f"cannot reach {where(url)}: {reason} (is the server running and the URL right? "
+            "pass --url or set LANGCHAIN_PERSIST_DATABASE_URL)"
+        )
+    except PersistenceError as exc:
+        fail(str(exc))
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """An age such as ``30d``, ``12h``, ``15m``, ``90s``, ``2w`` or ``1d12h``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _AGE.findall(compact)
+    if not compact or "".join(f"{n}{u}" for n, u in parts) != compact:
+        raise typer.BadParameter(
+            f"{text!r} is not an age: use a number and a unit, such as 30d, 12h, 15m, 90s "
+            "(w, d, h, m, s; combined like 1d12h)"
+        )
+    return sum((dt.timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), dt.timedelta())
+
+
+def describe_age(age: dt.timedelta) -> str:
+    """An age back in words: ``30 days``, ``12 hours``."""
+    seconds = int(age.total_seconds())
+    for size, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {name}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"

@@ -1,0 +1,71 @@
+"""The demo, end to end through the real CLI: fail, resume, approve, complete; all of it stored."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from langchain_persist import PersistSaver, ResultsPersistenceService
+from langchain_persist._cli import app
+from langchain_persist._inspect import find_execution, thread_checkpoints
+
+runner = CliRunner()
+
+
+def _demo(url: str) -> str:
+    result = runner.invoke(app, ["demo", "--url", url], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_fails_resumes_is_approved_and_completes(db_url: str) -> None:
+    out = _demo(db_url)
+    for seen in (
+        "the run failed: FlightApiTimeout",
+        "Resume from the last checkpoint",
+        "get_weather, which had finished before the failure, was not called a second time",
+        "the agent stopped to ask a human: 'Book TP 539 for €129?'",
+        "Approve the booking",
+        "completed: Booked! TP 539 booked for €129",
+        "What was stored",
+        "step 2 · tools",
+        "langchain-persist runs show",
+    ):
+        assert seen in out, seen
+
+    service = ResultsPersistenceService(db_url, migrate=False)
+    results = list(reversed(service.find_results(agent_id="travel-agent")))
+    assert [r.status for r in results] == ["failed", "completed", "completed"]
+    assert results[0].error.startswith("FlightApiTimeout")
+    assert "TP 539 booked" in results[-1].result
+    thread = results[0].thread_id
+    assert thread and all(r.thread_id == thread for r in results)
+    assert all(r.checkpoint_id for r in results)
+
+    first, second, third = (find_execution(service, r.execution_id) for r in results)
+    kinds = {(t.type, t.name) for t in first.traces}
+    assert {("tool_end", "get_weather"), ("tool_error", "search_flights")} <= kinds
+    assert ("tool_end", "search_flights") in {(t.type, t.name) for t in second.traces}
+    assert "get_weather" not in {t.name for t in second.traces}  # kept from run 1, not re-run
+    assert ("tool_end", "book_flight") in {(t.type, t.name) for t in third.traces}
+    assert all(t.duration is not None for t in first.traces if t.type != "tool_start")
+    assert [log.level for log in first.logs] == ["info", "error"]
+    assert all(log.level == "info" for log in second.logs + third.logs)
+
+    checkpoints = thread_checkpoints(PersistSaver(db_url, migrate=False), thread)
+    assert [c.step for c in checkpoints] == [5, 4, 3, 2, 1, 0, -1]
+    failed_step = next(c for c in checkpoints if c.step == 1)
+    writes = [w["value"] for w in failed_step.pending_writes]
+    assert any(w.startswith("error: FlightApiTimeout") for w in writes)
+    assert any("tool(get_weather)" in w for w in writes)
+    service.close()
+
+
+def test_demo_runs_again_on_the_same_database(sqlite_url: str) -> None:
+    _demo(sqlite_url)
+    _demo(sqlite_url)
+    service = ResultsPersistenceService(sqlite_url, migrate=False)
+    results = service.find_results(agent_id="travel-agent")
+    assert len(results) == 6
+    assert len({r.thread_id for r in results}) == 2
+    assert len({r.execution_id for r in results}) == 6
+    assert [r.status for r in results].count("completed") == 4
