@@ -354,5 +354,36 @@ def db_check(url: Url = None) -> None:
     console.print(f"{_where(db)} matches schema {head_revision()}.")
 
 
+# -- the agent server ----------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    graph: Annotated[str, typer.Option(
+        "--graph", help="The graph to serve, as module:attr: a compiled graph, a StateGraph, "
+        "or a function returning one (imported from the working directory).",
+        show_default=False,
+    )],
+    url: Url = None,
+    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
+) -> None:
+    """Serve a graph over HTTP: execute and resume runs as SSE, follow them, read the results.
+
+    Needs the server extra (pip install 'langchain-persist\\[server]').  Set
+    LANGCHAIN_PERSIST_API_TOKEN to require a bearer token.  Endpoints: docs/server.md.
+    """
+    from ._errors import PersistenceError
+
+    try:
+        from .server import serve as serve_graph
+    except ImportError as exc:
+        fail(str(exc))
+    try:
+        serve_graph(graph, url=url, host=host, port=port)
+    except PersistenceError as exc:
+        fail(str(exc))
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
