@@ -18,7 +18,7 @@ from ._errors import SerializationError
 
 ZSTD = "+zstd"
 EMPTY = "empty"
-COMPRESS_MIN_BYTES = 1024
+COMPRESS_MIN_BYTES = 256
 ZSTD_LEVEL = 3
 
 

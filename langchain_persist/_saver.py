@@ -44,7 +44,7 @@ from ._store import checkpoints as store
 
 PAGE = 100
 # a list is stored as a tail while what was appended since its base stays this small
-TAIL_FRACTION = 8
+TAIL_FRACTION = 4
 BASE_MIN_BYTES = 1024
 STRATEGIES = ("keep_latest", "delete")
 _DELTA_COUNTERS = "counters_since_delta_snapshot"
@@ -552,9 +552,12 @@ class PersistSaver(BaseCheckpointSaver[str]):
         )
 
     def get_next_version(self, current: str | None, channel: None) -> str:
-        """Versions as zero-padded counters with a random fraction, ordered as strings."""
+        """Versions as zero-padded counters with a random suffix, ordered as strings.
+
+        The suffix keeps the versions that two forks of a thread give one channel apart.
+        """
         number = 0 if current is None else int(str(current).split(".")[0])
-        return f"{number + 1:032}.{random.random():016}"
+        return f"{number + 1:012}.{random.getrandbits(64):016x}"
 
     aget_tuple = async_twin(get_tuple)
     aput = async_twin(put)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -39,6 +40,8 @@ metadata = MetaData(
 )
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+# indexes on run_id cover only the rows that have one (delete_for_runs looks them up)
+_WHEN_RUN_ID = {f"{d}_where": text("run_id IS NOT NULL") for d in ("postgresql", "sqlite")}
 Id = Uuid(as_uuid=False)
 Key = String(255)
 
@@ -122,8 +125,7 @@ checkpoint_states = Table(
     Column("metadata", Json, nullable=False),
     _at("created_at"),
     Index(None, "checkpoint_id"),
-    Index(None, "agent_id"),
-    Index(None, "run_id"),
+    Index(None, "run_id", **_WHEN_RUN_ID),
     Index(None, "created_at"),
 )
 
@@ -153,5 +155,5 @@ checkpoint_state_writes = Table(
     Column("blob", LargeBinary),
     Column("task_path", Text, nullable=False),
     Column("run_id", Key),
-    Index(None, "run_id"),
+    Index(None, "run_id", **_WHEN_RUN_ID),
 )

@@ -126,7 +126,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("checkpoint_state_writes", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_checkpoint_state_writes_run_id"), ["run_id"], unique=False
+            batch_op.f("ix_checkpoint_state_writes_run_id"),
+            ["run_id"],
+            unique=False,
+            postgresql_where=sa.text("run_id IS NOT NULL"),
+            sqlite_where=sa.text("run_id IS NOT NULL"),
         )
 
     op.create_table(
@@ -162,15 +166,18 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("checkpoint_states", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_checkpoint_states_agent_id"), ["agent_id"], unique=False
-        )
-        batch_op.create_index(
             batch_op.f("ix_checkpoint_states_checkpoint_id"), ["checkpoint_id"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_checkpoint_states_created_at"), ["created_at"], unique=False
         )
-        batch_op.create_index(batch_op.f("ix_checkpoint_states_run_id"), ["run_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_checkpoint_states_run_id"),
+            ["run_id"],
+            unique=False,
+            postgresql_where=sa.text("run_id IS NOT NULL"),
+            sqlite_where=sa.text("run_id IS NOT NULL"),
+        )
 
     op.create_table(
         "execution_logs",
@@ -209,14 +216,21 @@ def downgrade() -> None:
 
     op.drop_table("execution_logs")
     with op.batch_alter_table("checkpoint_states", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_checkpoint_states_run_id"))
+        batch_op.drop_index(
+            batch_op.f("ix_checkpoint_states_run_id"),
+            postgresql_where=sa.text("run_id IS NOT NULL"),
+            sqlite_where=sa.text("run_id IS NOT NULL"),
+        )
         batch_op.drop_index(batch_op.f("ix_checkpoint_states_created_at"))
         batch_op.drop_index(batch_op.f("ix_checkpoint_states_checkpoint_id"))
-        batch_op.drop_index(batch_op.f("ix_checkpoint_states_agent_id"))
 
     op.drop_table("checkpoint_states")
     with op.batch_alter_table("checkpoint_state_writes", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_checkpoint_state_writes_run_id"))
+        batch_op.drop_index(
+            batch_op.f("ix_checkpoint_state_writes_run_id"),
+            postgresql_where=sa.text("run_id IS NOT NULL"),
+            sqlite_where=sa.text("run_id IS NOT NULL"),
+        )
 
     op.drop_table("checkpoint_state_writes")
     op.drop_table("checkpoint_state_values")
