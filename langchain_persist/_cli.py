@@ -373,16 +373,18 @@ def serve(
     Needs the server extra (pip install 'langchain-persist\\[server]').  Set
     LANGCHAIN_PERSIST_API_TOKEN to require a bearer token.  Endpoints: docs/server.md.
     """
+    from rich.markup import escape
+
     from ._errors import PersistenceError
 
     try:
         from .server import serve as serve_graph
     except ImportError as exc:
-        fail(str(exc))
+        fail(escape(str(exc)))  # the message names 'langchain-persist[server]'
     try:
         serve_graph(graph, url=url, host=host, port=port)
     except PersistenceError as exc:
-        fail(str(exc))
+        fail(escape(str(exc)))
 
 
 if __name__ == "__main__":  # pragma: no cover
