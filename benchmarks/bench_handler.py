@@ -103,19 +103,34 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def interleave(contenders: dict[str, Callable[[], float]], rounds: int,
-               after: dict[str, Callable[[], None]]) -> dict[str, list[float]]:
-    """Run every contender once per round, rotating the order; ``after`` runs untimed."""
+Sample = tuple[float, float, float]  # wall, caller-thread CPU, process CPU (with the flush)
+
+
+def measure(work: Callable[[], None], count: int, flush: Callable[[], Any] | None) -> Sample:
+    """Per-unit wall time and CPU of ``work``; process CPU also counts the writer's flush."""
+    gc.collect()
+    wall, thread, process = time.perf_counter(), time.thread_time(), time.process_time()
+    work()
+    wall, thread = time.perf_counter() - wall, time.thread_time() - thread
+    if flush is not None:
+        flush()
+    process = time.process_time() - process
+    return wall / count, thread / count, process / count
+
+
+def interleave(contenders: dict[str, Callable[[], Sample]], rounds: int
+               ) -> dict[str, list[Sample]]:
+    """Run every contender once per round, rotating the order."""
     names = list(contenders)
-    samples: dict[str, list[float]] = {n: [] for n in names}
+    samples: dict[str, list[Sample]] = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            gc.collect()
+        for name in names[r % len(names):] + names[:r % len(names)]:
             samples[name].append(contenders[name]())
-            if name in after:
-                after[name]()
     return samples
+
+
+def medians(samples: list[Sample]) -> Sample:
+    return tuple(median([s[i] for s in samples]) for i in range(3))  # type: ignore[return-value]
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -141,61 +156,62 @@ def handlers(sqlite_url: str, pg_url: str) -> dict[str, Any]:
     }
 
 
-def flushers(contenders: dict[str, Any]) -> dict[str, Callable[[], None]]:
-    return {
-        name: cbs[0].flush for name, cbs in contenders.items()
-        if cbs and isinstance(cbs[0], PersistCallbackHandler)
-    }
+def flusher(callbacks: list[Any]) -> Callable[[], Any] | None:
+    handler = callbacks[0] if callbacks else None
+    return handler.flush if isinstance(handler, PersistCallbackHandler) else None
 
 
 def bench_agent(contenders: dict[str, Any], rounds: int, runs: int) -> list[list[Any]]:
     agent = create_agent(ScriptedChatModel(plan=[["echo"]] * TOOL_CALLS), [echo])
 
-    def timed(callbacks: list[Any]) -> Callable[[], float]:
-        def go() -> float:
-            start = time.perf_counter()
+    def timed(callbacks: list[Any]) -> Callable[[], Sample]:
+        def work() -> None:
             for _ in range(runs):
                 agent.invoke({"messages": [("user", "bench")]}, {"callbacks": callbacks})
-            return (time.perf_counter() - start) / runs * 1000
 
-        return go
+        return lambda: measure(work, runs, flusher(callbacks))
 
     for callbacks in contenders.values():  # warm up every path once
         timed(callbacks)()
-    samples = interleave({n: timed(c) for n, c in contenders.items()}, rounds,
-                         flushers(contenders))
-    base = median(samples["no handler"])
-    return [
-        [name, f"{median(s):.2f}", f"{median(s) / base:.2f}",
-         f"{(median(s) - base) * 1000 / TOOL_CALLS:+.0f}"]
-        for name, s in samples.items()
-    ]
+    samples = interleave({n: timed(c) for n, c in contenders.items()}, rounds)
+    base = medians(samples["no handler"])
+    rows = []
+    for name, s in samples.items():
+        wall, thread, process = medians(s)
+        rows.append([
+            name, f"{wall * 1e3:.2f}", f"{wall / base[0]:.2f}",
+            f"{(wall - base[0]) * 1e6 / TOOL_CALLS:+.0f}",
+            f"{(thread - base[1]) * 1e6 / TOOL_CALLS:+.0f}",
+            f"{(process - base[2]) * 1e6 / TOOL_CALLS:+.0f}",
+        ])
+    return rows
 
 
 def bench_invoke(contenders: dict[str, Any], rounds: int, calls: int) -> list[list[Any]]:
-    def timed(callbacks: list[Any], n: int) -> Callable[[], float]:
+    def timed(callbacks: list[Any], n: int) -> Callable[[], Sample]:
         config = {"callbacks": callbacks}
 
-        def go() -> float:
-            start = time.perf_counter()
+        def work() -> None:
             for _ in range(n):
                 echo.invoke({"text": "x"}, config)
-            return (time.perf_counter() - start) / n * 1e6
 
-        return go
+        return lambda: measure(work, n, flusher(callbacks))
 
     per_round = max(1, calls // rounds)
     sizes = {n: max(10, per_round // 10) if n.startswith("naive") else per_round
              for n in contenders}
     for callbacks in contenders.values():
         timed(callbacks, 10)()
-    samples = interleave({n: timed(c, sizes[n]) for n, c in contenders.items()}, rounds,
-                         flushers(contenders))
-    base = median(samples["no handler"])
-    return [
-        [name, sizes[name] * rounds, f"{median(s):.1f}", f"{median(s) - base:+.1f}"]
-        for name, s in samples.items()
-    ]
+    samples = interleave({n: timed(c, sizes[n]) for n, c in contenders.items()}, rounds)
+    base = medians(samples["no handler"])
+    rows = []
+    for name, s in samples.items():
+        wall, thread, process = medians(s)
+        rows.append([
+            name, sizes[name] * rounds, f"{wall * 1e6:.1f}", f"{(wall - base[0]) * 1e6:+.1f}",
+            f"{(thread - base[1]) * 1e6:+.1f}", f"{(process - base[2]) * 1e6:+.1f}",
+        ])
+    return rows
 
 
 def bench_ingest(urls: dict[str, str], rows: int, rounds: int) -> list[list[Any]]:
@@ -300,11 +316,15 @@ def main() -> None:
 
         sections = [
             ("Agent run", f"`create_agent`, scripted fake model, {TOOL_CALLS} tool calls; "
-             "median of interleaved rounds",
-             ["handler", "ms / run", "x no handler", "µs added / tool call"],
+             "medians of interleaved rounds. Caller CPU: the calling thread only; process "
+             "CPU: every thread, including the writer storing the run's events",
+             ["handler", "ms / run", "x no handler", "µs added / tool call",
+              "caller CPU µs added / tool call", "process CPU µs added / tool call"],
              lambda: bench_agent(contenders, sizes["rounds"], sizes["runs"])),
-            ("Direct tool.invoke()", "µs per call, median of interleaved rounds",
-             ["handler", "calls", "µs / call", "µs added"],
+            ("Direct tool.invoke()", "µs per call, medians of interleaved rounds (CPU columns "
+             "as above)",
+             ["handler", "calls", "µs / call", "µs added", "caller CPU µs added",
+              "process CPU µs added"],
              lambda: bench_invoke(contenders, sizes["rounds"], sizes["calls"])),
             ("Sustained ingest", "trace rows per second through the background writer",
              ["database", "rows", "rows / s"],

@@ -1,8 +1,11 @@
 """`PersistCallbackHandler`: records every run's result, tool traces and logs.
 
 Pass it in run config (``{"callbacks": [handler]}``).  The root run of each invocation is one
-execution.  A chain, graph or agent root gets an `agent_results` row, written on the caller's
-thread when the run starts and when it ends (so it is durable when ``invoke`` returns); every
+execution.  A chain, graph or agent root gets an `agent_results` row: the background writer
+creates it as ``running`` within one flush interval of the start, and the caller's thread
+writes the end of the run before ``invoke`` returns (an update, or the whole row at once for
+a run shorter than the interval), so the row is durable when ``invoke`` returns at the cost
+of one blocking write per run (``raise_error=True`` also makes the start blocking).  Every
 other event becomes a small immutable record on the `BackgroundWriter`'s queue, which a daemon
 thread turns into rows and stores in batches.  The handler keeps one entry per run in flight,
 keyed by run id, and forgets it when the run ends, so one handler serves any number of
@@ -49,6 +52,7 @@ from ._writer import (
     DEFAULT_MAX_QUEUE,
     BackgroundWriter,
     LogEvent,
+    ResultOwner,
     ResultWrite,
     TraceEvent,
 )
@@ -60,25 +64,26 @@ PROGRESS_EVERY = 1.0  # seconds between two background updates of a running resu
 _RETRY_TAG = "retry:attempt:"
 
 
-class _Execution:
+class _Execution(ResultOwner):
     """What the handler knows about one execution while it runs (one per root run)."""
 
     __slots__ = (
-        "agent_id", "execution_id", "failed_tasks", "finished", "first_step", "last_error",
-        "last_step", "limit", "llm_calls", "lock", "name", "near_limit", "partial",
-        "progress_at", "result_id", "root_run_id", "started", "thread_id", "tool_calls", "usage",
+        "agent_id", "execution_id", "failed_tasks", "first_step", "last_error", "last_step",
+        "limit", "llm_calls", "lock", "name", "near_limit", "opening", "partial", "progress_at",
+        "root_run_id", "started", "thread_id", "tool_calls", "usage",
     )
 
     def __init__(
         self, agent_id: str, execution_id: str, root_run_id: UUID, name: str | None,
         thread_id: str | None,
     ) -> None:
+        super().__init__()
         self.agent_id = agent_id
         self.execution_id = execution_id
         self.root_run_id = root_run_id
         self.name = name
         self.thread_id = thread_id
-        self.result_id: str | None = None
+        self.opening: dict[str, Any] = {}  # the save_result arguments of its running row
         self.started = time.time()
         self.lock = threading.Lock()
         self.llm_calls = 0
@@ -92,7 +97,6 @@ class _Execution:
         self.last_error: BaseException | None = None
         self.failed_tasks: set[str] | None = None  # LangGraph tasks that raised
         self.progress_at = 0.0
-        self.finished = False
 
     def summary(self) -> dict[str, Any]:
         """The counters kept in the result's metadata."""
@@ -150,8 +154,9 @@ class PersistCallbackHandler(BaseCallbackHandler):
         writer: a `BackgroundWriter` to share with other handlers (else one of its own).
         max_queue, batch_size, flush_interval: the writer's settings.
         trace_llm: also record ``llm_end`` / ``llm_error`` traces.
-        raise_error: raise `StorageError` out of the run when its result row cannot be
-            written (the seed's blocking rule).  By default the failure is logged at ERROR,
+        raise_error: write the ``running`` row on the caller's thread when the run starts,
+            and raise `StorageError` out of the run when its result row cannot be written
+            (the seed's blocking rule).  By default a failed end of run is logged at ERROR,
             counted in ``dropped["result_writes"]`` and retried in the background, and the
             agent goes on.  Trace and log events never raise.
         source: the ``source`` of the log lines.
@@ -457,11 +462,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 ex.agent_id, ex.execution_id, "llm_end", name, text, run_id, parent_run_id,
                 (now - started) * 1000, now, metadata, extra or None,
             ))
-        if ex.result_id is not None and now - ex.progress_at >= PROGRESS_EVERY:
+        if ex.opening and now - ex.progress_at >= PROGRESS_EVERY:
             ex.progress_at = now
-            self._put(ResultWrite(ex.execution_id, ex.result_id, {
+            self._put(ResultWrite("progress", ex.execution_id, {
                 "status": "running", "result": ex.partial, "metadata": ex.summary(),
-            }, owner=ex))
+            }, ex))
 
     @_guarded
     def on_llm_error(
@@ -527,19 +532,27 @@ class PersistCallbackHandler(BaseCallbackHandler):
     def _open(
         self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None, inputs: Any
     ) -> _Execution:
-        """Start an execution with a result row (blocking, on the caller's thread)."""
+        """Start an execution and its ``running`` result row.
+
+        The row is created by the writer within one flush interval (so a short run costs
+        one blocking write, at its end); with ``raise_error=True`` it is created here, on
+        the caller's thread, and a failure raises.
+        """
         meta = metadata or {}
         ex = self._execution(run_id, name, meta)
         quest_id = meta.get("quest_id")
-        try:
-            row = self.service.save_result(
-                agent_id=ex.agent_id, execution_id=ex.execution_id, thread_id=ex.thread_id,
-                quest_id=None if quest_id is None else str(quest_id),
-                metadata={"run_name": name, "run_id": str(run_id)},
-            )
-            ex.result_id = row.id
-        except PersistenceError as exc:
-            self._result_failed("create", ex, exc)
+        ex.opening = {
+            "agent_id": ex.agent_id, "execution_id": ex.execution_id, "thread_id": ex.thread_id,
+            "quest_id": None if quest_id is None else str(quest_id),
+            "metadata": {"run_name": name, "run_id": str(run_id)},
+        }
+        if self.raise_error:
+            try:
+                ex.result_id = self.service.save_result(**ex.opening).id
+            except PersistenceError as exc:
+                self._result_failed("create", ex, exc)
+        else:
+            self._put(ResultWrite("open", ex.execution_id, ex.opening, ex))
         self._log(ex, "info", f"execution started: {name or 'run'}",
                   {"run_id": str(run_id)}, detail=inputs)
         return ex
@@ -547,11 +560,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
     def _finish(
         self, ex: _Execution, *, outputs: Any = None, error: BaseException | None = None
     ) -> None:
-        """Complete or fail the execution's result (blocking), then log it."""
-        ex.finished = True
+        """Complete or fail the execution's result (blocking: one write), then log it."""
+        with ex.row_lock:  # waits for the writer if it is creating the running row right now
+            ex.finished = True
         summary = ex.summary()
-        interrupted = isinstance(outputs, Mapping) and "__interrupt__" in outputs
-        if interrupted:
+        if isinstance(outputs, Mapping) and "__interrupt__" in outputs:
             summary["interrupted"] = True
         fields: dict[str, Any] = {"metadata": summary}
         if error is None:
@@ -562,13 +575,20 @@ class PersistCallbackHandler(BaseCallbackHandler):
             with contextlib.suppress(Exception):
                 fields["checkpoint_id"] = self.service.latest_checkpoint_id(ex.thread_id)
         try:
-            if ex.result_id is None:
-                raise StorageError("its result row was never created")
-            self.service.update_result(ex.result_id, **fields)
+            if ex.result_id is not None:
+                self.service.update_result(ex.result_id, **fields)
+            else:  # a short run: its whole row in one write
+                self.service.save_result(**self._whole_row(ex, fields))
         except PersistenceError as exc:
             self._result_failed("finish", ex, exc, fields)
         finally:
             self._finish_log(ex, error, summary)
+
+    @staticmethod
+    def _whole_row(ex: _Execution, fields: dict[str, Any]) -> dict[str, Any]:
+        row = {**ex.opening, **fields}
+        row["metadata"] = {**ex.opening.get("metadata", {}), **fields.get("metadata", {})}
+        return row
 
     def _finish_log(self, ex: _Execution, error: BaseException | None, summary: Any) -> None:
         if error is None:
@@ -590,11 +610,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
             "to fail the run instead)", action, ex.execution_id, exc,
         )
         if fields is not None:
-            create = None
-            if ex.result_id is None:
-                create = {"agent_id": ex.agent_id, "execution_id": ex.execution_id,
-                          "thread_id": ex.thread_id, **fields}
-            self._put(ResultWrite(ex.execution_id, ex.result_id, fields, True, create))
+            create = self._whole_row(ex, fields) if ex.result_id is None else None
+            self._put(ResultWrite("final", ex.execution_id, fields, None, ex.result_id, create))
         if self.raise_error:
             raise exc if isinstance(exc, StorageError) else StorageError(str(exc))
 

@@ -127,27 +127,43 @@ class LogEvent(NamedTuple):
         )
 
 
+class ResultOwner:
+    """The caller's side of one result row, shared with the writer thread.
+
+    ``result_id`` is set once the row exists; ``finished`` once the caller has written (or
+    tried to write) the end of the run, after which background opens and progress are moot.
+    ``row_lock`` makes "create the running row" and "finish the run" exclusive.
+    """
+
+    __slots__ = ("finished", "result_id", "row_lock")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.result_id: str | None = None
+        self.row_lock = threading.Lock()
+
+
 class ResultWrite(NamedTuple):
     """A write to `agent_results` made in the background.
 
-    Progress (``final=False``) moves nothing: it is sent with ``status="running"``, so it can
-    never overwrite a finished result, and only the newest progress of a result in a batch is
-    written.  A final write (``final=True``) is one the caller could not make: it is retried
-    until it succeeds or the writer closes.  ``create`` holds `save_result` arguments, used
-    when the result row was never created (``result_id`` is None).
+    ``kind`` is one of:
+
+    - ``"open"``: create the ``running`` row (``fields`` are `save_result` arguments), unless
+      the run has already finished: then the caller writes the whole row at once;
+    - ``"progress"``: update the running row (``fields`` are `update_result` arguments, with
+      ``status="running"``, so it can never change a finished result); only the newest
+      progress of a result in a batch is written;
+    - ``"final"``: the end of a run that the caller could not write: an update of
+      ``result_id``, or `save_result` with ``create`` when the row never existed.  It is
+      retried until it succeeds or the writer closes.
     """
 
+    kind: str
     key: str
-    result_id: str | None
     fields: Mapping[str, Any]
-    final: bool = False
+    owner: ResultOwner | None = None
+    result_id: str | None = None
     create: Mapping[str, Any] | None = None
-    owner: Any = None  # progress is skipped once ``owner.finished`` is true
-
-    @property
-    def moot(self) -> bool:
-        """Progress of a run that has finished since: its final write says more."""
-        return not self.final and getattr(self.owner, "finished", False)
 
 
 class _Marker:
@@ -246,7 +262,9 @@ class BackgroundWriter:
             self.dropped["closed"] += 1
             return False
         size = self._queue.qsize()
-        if size >= self.max_queue and not (type(record) is ResultWrite and record.final):
+        if size >= self.max_queue and not (
+            type(record) is ResultWrite and record.kind == "final"
+        ):
             self.dropped["queue_full"] += 1
             self._warn_once(
                 f"the queue is full ({self.max_queue} records): the database is slower than "
@@ -331,16 +349,19 @@ class BackgroundWriter:
     def _write(self, batch: list[Any]) -> None:
         traces: list[dict[str, Any]] = []
         logs: list[dict[str, Any]] = []
+        opens: list[ResultWrite] = []
         progress: dict[str, ResultWrite] = {}
         size = 0
         service = self.service
         for n, record in enumerate(batch, 1):
             kind = type(record)
             if kind is ResultWrite:
-                if record.final:
+                if record.kind == "final":
                     self._pending[record.key] = record
                     progress.pop(record.key, None)
-                elif record.key not in self._pending and not record.moot:
+                elif record.kind == "open":
+                    opens.append(record)
+                elif record.key not in self._pending:
                     progress[record.key] = record  # newest progress wins
                 continue
             try:
@@ -360,9 +381,8 @@ class BackgroundWriter:
             if n % _YIELD_EVERY == 0:
                 time.sleep(0)  # let the agent's threads take the GIL
         self._store(traces, logs)
-        for record in progress.values():
-            if not record.moot:
-                self._apply(record)
+        for record in (*opens, *progress.values()):
+            self._apply(record)
 
     def _store(self, traces: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
         for kind, rows, save in (("traces", traces, self.service.save_traces),
@@ -379,15 +399,25 @@ class BackgroundWriter:
 
     def _apply(self, record: ResultWrite) -> bool:
         """Write one result change; True when it is done (stored, or can never be stored)."""
+        owner = record.owner
         try:
-            if record.result_id is None and record.create is not None:
-                self.service.save_result(**record.create)
+            if record.kind == "open" and owner is not None:
+                with owner.row_lock:
+                    if owner.finished or owner.result_id is not None:
+                        return True  # the caller writes the whole row at the end
+                    owner.result_id = self.service.save_result(**record.fields).id
+            elif record.kind == "progress" and owner is not None:
+                if owner.finished or owner.result_id is None:
+                    return True
+                self.service.update_result(owner.result_id, **record.fields)
             elif record.result_id is not None:
                 self.service.update_result(record.result_id, **record.fields)
+            elif record.create is not None:
+                self.service.save_result(**record.create)
         except ValidationError:
             return True  # progress that arrived after the run finished: nothing to do
         except PersistenceError as exc:
-            if not record.final:
+            if record.kind != "final":
                 self._count_drop("results", 1, exc)
             return False
         self.written["results"] += 1
