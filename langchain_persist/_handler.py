@@ -35,6 +35,7 @@ import functools
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -189,10 +190,15 @@ class PersistCallbackHandler(BaseCallbackHandler):
             )
         self.agent_id = agent_id
         self.service = service if service is not None else ResultsPersistenceService(url)
-        self.writer = writer if writer is not None else BackgroundWriter(
-            self.service, max_queue=max_queue, batch_size=batch_size,
-            flush_interval=flush_interval,
-        )
+        if writer is None:
+            writer = BackgroundWriter(
+                self.service, max_queue=max_queue, batch_size=batch_size,
+                flush_interval=flush_interval,
+            )
+            # a handler dropped without close() still stores what it queued, then its
+            # thread ends (without waiting here)
+            weakref.finalize(self, writer.close, 0)
+        self.writer = writer
         self.trace_llm = trace_llm
         self.raise_error = raise_error
         self.source = source

@@ -375,3 +375,17 @@ def test_result_is_updated_while_the_run_goes(service, handler):
     assert during.metadata["usage"]["total_tokens"] == 15
     result, _, _ = _stored(service, handler, run)
     assert result.status == "completed" and result.metadata["llm_calls"] == 2
+
+
+def test_a_dropped_handler_stores_its_events_and_ends_its_thread(service):
+    import gc
+
+    handler = PersistCallbackHandler("agent-1", service=service)
+    run = uuid.uuid4()
+    echo.invoke({"text": "x"}, {"callbacks": [handler], "run_id": run})
+    thread = handler.writer._thread
+    del handler
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert [t.type for t in service.get_execution_traces(str(run))] == ["tool_start", "tool_end"]
