@@ -282,7 +282,9 @@ class BackgroundWriter:
         Returns False if ``timeout`` seconds passed first.  Final result writes that failed
         are retried once more.
         """
-        if self._closed or not self._thread.is_alive():
+        if self._closed:  # closing: wait for the thread to store the rest and end
+            return self._join(timeout)
+        if not self._thread.is_alive():
             return self._queue.qsize() == 0
         marker = _Marker()
         self._queue.put(marker)
@@ -290,17 +292,25 @@ class BackgroundWriter:
         return marker.done.wait(timeout)
 
     def close(self, timeout: float | None = SHUTDOWN_TIMEOUT) -> bool:
-        """Store what is queued, then stop the thread; later records are dropped (counted)."""
+        """Store what is queued, then stop the thread; later records are dropped (counted).
+
+        Returns False if ``timeout`` seconds passed first; the thread then goes on storing,
+        and the at-exit hook still waits for it.
+        """
         with self._close_lock:
-            if self._closed:
-                return True
-            marker = _Marker(stop=True)
-            self._queue.put(marker)
-            self._closed = True
-            self._wake.set()
-        done = marker.done.wait(timeout) if self._thread.is_alive() else True
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_Marker(stop=True))
+                self._wake.set()
+        return self._join(timeout)
+
+    def _join(self, timeout: float | None) -> bool:
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
         _unregister(self)
-        return done
+        return True
 
     # -- the writer thread ---------------------------------------------------------------------
 
