@@ -257,22 +257,25 @@ def cleanup(
 def _delete_with_progress(
     service: ResultsPersistenceService, age: dt.timedelta, counts: dict[str, int], *, quiet: bool
 ) -> dict[str, int]:
-    """Delete batch by batch, showing a progress bar per table (on stderr when ``quiet``)."""
+    """Delete batch by batch, with a progress bar per table unless ``quiet`` (for --json)."""
+    cleaners = {
+        "results": service.cleanup_old_results,
+        "logs": service.cleanup_old_logs,
+        "traces": service.cleanup_old_traces,
+    }
+    if quiet:
+        return {kind: clean(age) for kind, clean in cleaners.items()}
     deleted: dict[str, int] = {}
     progress = Progress(
         TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err if quiet else console, transient=quiet,
+        TimeElapsedColumn(), console=console,
     )
     with progress:
-        for kind, clean in (
-            ("results", service.cleanup_old_results),
-            ("logs", service.cleanup_old_logs),
-            ("traces", service.cleanup_old_traces),
-        ):
+        for kind, clean in cleaners.items():
             task = progress.add_task(kind, total=counts[kind] or 1)
             deleted[kind] = clean(age, on_progress=lambda n, t=task: progress.advance(t, n))
-            progress.update(task, total=max(counts[kind], deleted[kind]) or 1,
-                            completed=max(counts[kind], deleted[kind]) or 1)
+            done = max(counts[kind], deleted[kind]) or 1
+            progress.update(task, total=done, completed=done)
     return deleted
 
 

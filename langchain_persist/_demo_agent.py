@@ -9,6 +9,8 @@ The model is a `ScriptedChatModel` (offline, instant) unless a real one is given
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -27,6 +29,7 @@ SYSTEM_PROMPT = (
     "the cheapest flight with book_flight. If a tool fails, the run stops; it is resumed for "
     "you. Finish with a two-sentence summary."
 )
+WAIT_FOR_WEATHER_S = 2.0
 SCRIPT = (
     [
         {"name": "get_weather", "args": {"city": "Lisbon"}},
@@ -47,6 +50,7 @@ class DemoTools:
     def __init__(self, delay: float = 1.0) -> None:
         self.calls: Counter[str] = Counter()
         self.delay = delay
+        self._weather_done = threading.Event()
         self.tools: list[BaseTool] = [self._weather(), self._flights(), self._booking()]
 
     def _sleep(self, seconds: float) -> None:
@@ -58,6 +62,7 @@ class DemoTools:
             """The weather forecast for a city for the next three days."""
             self.calls["get_weather"] += 1
             self._sleep(0.04)
+            self._weather_done.set()
             return f"{city}: 24°C and sunny through Sunday"
 
         return get_weather
@@ -69,6 +74,9 @@ class DemoTools:
             self.calls["search_flights"] += 1
             self._sleep(0.12)
             if self.calls["search_flights"] == 1:
+                # time out only once the weather (asked for at the same time) has arrived: when a
+                # task fails, LangGraph cancels the tasks of its step that are still running
+                self._weather_done.wait(WAIT_FOR_WEATHER_S)
                 raise FlightApiTimeout(
                     "flight search API timed out after 120 ms (it fails once, on purpose)"
                 )
@@ -104,22 +112,24 @@ def scripted_model() -> ScriptedChatModel:
 def real_model(spec: str) -> BaseChatModel:
     """A provider's model from ``provider:name`` (LangChain's ``init_chat_model``)."""
     provider = spec.split(":", 1)[0] if ":" in spec else None
-    package = f"langchain-{provider.replace('_', '-')}" if provider else "the provider package"
-    key = f"{provider.upper()}_API_KEY" if provider else "the provider's API key"
+    key = f"{provider.upper()}_API_KEY" if provider else "its API key"
     try:
         from langchain.chat_models import init_chat_model
 
         return init_chat_model(spec, temperature=0)
     except ImportError as exc:
+        named = re.search(r"pip install (\S+?)`?\.?$", str(exc).strip())
+        package = named.group(1) if named else f"langchain-{provider or 'PROVIDER'}"
         raise ConfigurationError(
-            f"--model {spec}: {exc}. Install the provider's package (pip install {package}) "
-            "and try again"
+            f"--model {spec} needs the provider's package: pip install {package}, "
+            f"and set {key}"
         ) from exc
     except Exception as exc:  # a missing key, an unknown provider or model
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ConfigurationError(
-            f"--model {spec} could not be created: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''} (use provider:name, such as "
-            f"openai:gpt-4.1-mini, with {package} installed and {key} set)"
+            f"--model {spec} could not be created: {type(exc).__name__}: {first} (give "
+            f"provider:name, such as openai:gpt-4.1-mini, with the provider's package "
+            f"installed and {key} set)"
         ) from exc
 
 
