@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -39,9 +40,12 @@ _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print an error in red on stderr and leave with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+def fail(message: str, code: int = 1, *, markup: bool = True) -> NoReturn:
+    """Print an error in red on stderr and leave with ``code``.
+
+    ``markup=False`` prints the message as it is (for text that may hold ``[...]``).
+    """
+    err.print(f"[bold red]error:[/] {message if markup else escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -59,7 +63,7 @@ def open_database(url: str | None) -> Database:
     try:
         return get_database(url)
     except PersistenceError as exc:
-        fail(str(exc))
+        fail(str(exc), markup=False)
 
 
 def read_service(url: str | None) -> ResultsPersistenceService:
@@ -78,7 +82,8 @@ def read_service(url: str | None) -> ResultsPersistenceService:
         if path and path != ":memory:" and not Path(path).expanduser().exists():
             fail(
                 f"there is no database at {path}: run `langchain-persist demo` (or your agent) "
-                "to create one, or point at yours with --url or LANGCHAIN_PERSIST_DATABASE_URL"
+                "to create one, or point at yours with --url or LANGCHAIN_PERSIST_DATABASE_URL",
+                markup=False,
             )
     return ResultsPersistenceService(url, migrate=False)
 
@@ -93,10 +98,11 @@ def database_errors(url: str | None) -> Iterator[None]:
         reason = str(exc.orig or exc).strip().splitlines()[0]
         fail(
             f"cannot reach {where(url)}: {reason} (is the server running and the URL right? "
-            "pass --url or set LANGCHAIN_PERSIST_DATABASE_URL)"
+            "pass --url or set LANGCHAIN_PERSIST_DATABASE_URL)",
+            markup=False,
         )
     except PersistenceError as exc:
-        fail(str(exc))
+        fail(str(exc), markup=False)
 
 
 def parse_age(text: str) -> dt.timedelta:

@@ -13,6 +13,7 @@ from typing import Any
 
 from langgraph.types import Command
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -100,7 +101,7 @@ def _intro(
         "  [cyan]PersistSaver[/] as the graph's checkpointer  → a checkpoint after every step, "
         "for resume"
     )
-    where = service.db.url
+    where = escape(service.db.url)
     console.print(
         f"database [bold]{where}[/] · agent [bold]{AGENT_ID}[/] · thread "
         f"[bold]{outcome.thread_id}[/] · model "
