@@ -215,7 +215,7 @@ def checkpoints(
         typer.echo(to_json([c.to_dict() for c in found]))
         return
     title = f"Thread {thread_id}: {len(found)} checkpoints, oldest first"
-    console.print(checkpoints_table(list(reversed(found)), title=title))
+    console.print(checkpoints_table(list(reversed(found)), title=title, width=console.width))
     if more:
         console.print(f"[dim]Only the newest {limit} are shown; pass --limit for more.[/]")
 

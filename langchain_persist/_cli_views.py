@@ -339,9 +339,13 @@ def log_line(log: ExecutionLog) -> Text:
 
 
 def checkpoints_table(
-    checkpoints: Sequence[CheckpointSummary], *, title: str | None = None
+    checkpoints: Sequence[CheckpointSummary], *, title: str | None = None, width: int = 100
 ) -> Table:
-    """A thread's checkpoints: step, state, what runs next and the writes kept for resume."""
+    """A thread's checkpoints: step, state, what runs next and the writes kept for resume.
+
+    ``width`` is the console's: each line of the last column is cut to fit it.
+    """
+    fit = max(30, width - 50)
     table = _table(title)
     table.add_column("step", justify="right", no_wrap=True)
     table.add_column("checkpoint id", no_wrap=True, min_width=36)
@@ -353,7 +357,7 @@ def checkpoints_table(
         table.add_row(
             "" if c.step is None else str(c.step),
             Text(f"{ns}{c.checkpoint_id}\n") + Text(made, style="dim"),
-            checkpoint_contents(c),
+            checkpoint_contents(c, fit),
         )
     return table
 

@@ -217,7 +217,7 @@ def _show(
         f"\n[bold]Checkpoints[/] [dim](checkpoint_states: {len(checkpoints)} checkpoints of "
         f"thread {outcome.thread_id}, oldest first; a run resumes from the newest)[/]"
     )
-    console.print(checkpoints_table(checkpoints))
+    console.print(checkpoints_table(checkpoints, width=console.width))
 
 
 def _next_steps(console: Console, url: str | None, outcome: DemoOutcome) -> None:

@@ -338,7 +338,7 @@ def describe(value: Any, channel: str | None = None, width: int = 80) -> str:
         return f"resume: {_short(items[0] if len(items) == 1 else items, width)}"
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         items = list(value)
-        if items and all(hasattr(m, "type") and hasattr(m, "content") for m in items):
+        if items and all(_is_message(m) for m in items):
             if len(items) > 1 or channel is None:
                 return f"{len(items)} message{'s' if len(items) != 1 else ''}"
             return _message(items[0])
@@ -346,7 +346,16 @@ def describe(value: Any, channel: str | None = None, width: int = 80) -> str:
     return _short(value, width)
 
 
+def _is_message(m: Any) -> bool:
+    """A message, or a ``(role, text)`` pair as users pass them."""
+    if isinstance(m, tuple | list):
+        return len(m) == 2 and all(isinstance(x, str) for x in m)
+    return hasattr(m, "type") and hasattr(m, "content")
+
+
 def _message(m: Any) -> str:
+    if isinstance(m, tuple | list):
+        return f"{m[0]}: {_short(m[1], 40)}"
     calls = getattr(m, "tool_calls", None)
     if calls:
         return f"{m.type}: calls {', '.join(c['name'] for c in calls)}"
