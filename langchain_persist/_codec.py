@@ -71,6 +71,11 @@ def _array_header(raw: bytes) -> int:
     return {0xDC: 3, 0xDD: 5}.get(first, 0)
 
 
+def is_list(raw: bytes) -> bool:
+    """Whether ``raw`` is a msgpack array (a list that later versions may extend)."""
+    return _array_header(raw) > 0
+
+
 def tail_of(raw: bytes, base: bytes) -> bytes | None:
     """The tail that rebuilds ``raw`` from ``base`` (both msgpack arrays), or None."""
     head, base_head = _array_header(raw), _array_header(base)

@@ -34,9 +34,9 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Row
 
 from ._aio import async_twin
-from ._codec import EMPTY, dump, join_tail, pack, tail_of, unpack
+from ._codec import EMPTY, dump, is_list, join_tail, pack, tail_of, unpack
 from ._engine import get_database
-from ._errors import ValidationError
+from ._errors import StorageError, ValidationError
 from ._ids import uuid7
 from ._migrate import ensure_schema
 from ._sanitize import jsonable
@@ -77,15 +77,17 @@ def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableC
 
 
 class _Bases:
-    """The last full list this process stored per (thread, ns, channel): what tails build on.
+    """The last full list stored per (thread, ns, channel): what tails are built on.
 
-    Entries are added only after their row committed, and dropped when this process deletes
-    rows of the thread, so a tail never names a base that is not stored.
+    One per database and process, shared by its savers.  Entries are added only after their
+    row committed and dropped when a saver of this process deletes rows of the thread, so a
+    tail never names a base that is not stored.  Bounded in bytes, least recently used first.
     """
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._entries: OrderedDict[tuple[str, str, str], tuple[str, str, bytes]] = OrderedDict()
-        self._size = size
+        self._bytes = 0
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
 
     def get(self, key: tuple[str, str, str]) -> tuple[str, str, bytes] | None:
@@ -95,15 +97,25 @@ class _Bases:
     def add(self, items: list[tuple[tuple[str, str, str], tuple[str, str, bytes]]]) -> None:
         with self._lock:
             for key, entry in items:
+                old = self._entries.pop(key, None)
+                self._bytes += len(entry[2]) - (len(old[2]) if old else 0)
                 self._entries[key] = entry
-                self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+            while self._bytes > self._max_bytes and self._entries:
+                self._bytes -= len(self._entries.popitem(last=False)[1][2])
 
     def forget(self, thread_ids: Sequence[str]) -> None:
         with self._lock:
             for key in [k for k in self._entries if k[0] in thread_ids]:
-                del self._entries[key]
+                self._bytes -= len(self._entries.pop(key)[2])
+
+
+_bases_by_database: dict[str, _Bases] = {}
+_bases_lock = threading.Lock()
+
+
+def _bases_for(url: str) -> _Bases:
+    with _bases_lock:
+        return _bases_by_database.setdefault(url, _Bases())
 
 
 class PersistSaver(BaseCheckpointSaver[str]):
@@ -125,7 +137,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
         self.db = get_database(url)
         ensure_schema(self.db, migrate=migrate)
         self._dialect = self.db.fast.dialect
-        self._bases = _Bases()
+        self._bases = _bases_for(self.db.url)
 
     @classmethod
     def from_url(
@@ -226,7 +238,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                 row["base_version"] = base[0]
                 return row, None
         row["type"], row["blob"] = pack(stype, raw)
-        if len(raw) >= BASE_MIN_BYTES and tail_of(raw, raw) is not None:
+        if len(raw) >= BASE_MIN_BYTES and is_list(raw):
             return row, (key, (version, stype, raw))
         return row, None
 
@@ -344,7 +356,13 @@ class PersistSaver(BaseCheckpointSaver[str]):
     def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
         stype, raw = unpack(row.type, row.blob)
         if row.base_version is not None:
-            base = rows[(row.channel, row.base_version)]
+            base = rows.get((row.channel, row.base_version))
+            if base is None:
+                raise StorageError(
+                    f"channel {row.channel!r} version {row.version} is stored as what was "
+                    f"appended to version {row.base_version}, which is gone (deleted by "
+                    "another process while this thread ran?); resume from an earlier checkpoint"
+                )
             raw = join_tail(unpack(base.type, base.blob)[1], raw)
         return self.serde.loads_typed((stype, raw))
 

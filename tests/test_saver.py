@@ -276,3 +276,17 @@ def test_checkpoint_state_door(db_url: str) -> None:
     assert messages[-1]["content"] == "done after 2 tool calls"
     with pytest.raises(OwnershipError):
         service.get_checkpoint_state(latest, agent_id="someone-else")
+
+
+def test_delete_by_another_saver_of_the_process_keeps_lists_whole(db_url: str) -> None:
+    """Lists are stored as what was appended to a base; a thread deleted through another saver
+    of the same process must not leave the first one appending to a base that is gone."""
+    runner, admin = PersistSaver.from_url(db_url), PersistSaver.from_url(db_url)
+    graph = agent_graph(20).compile(checkpointer=runner)
+    graph.invoke({"messages": [("user", "first")]}, _cfg("shared"))
+    admin.delete_thread("shared")
+    out = graph.invoke({"messages": [("user", "second")]}, _cfg("shared"))
+    fresh = PersistSaver.from_url(db_url).get_tuple(_cfg("shared"))
+    assert fresh is not None
+    assert fresh.checkpoint["channel_values"]["messages"] == out["messages"]
+    assert out["messages"][0].content == "second"
