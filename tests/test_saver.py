@@ -281,12 +281,22 @@ def test_checkpoint_state_door(db_url: str) -> None:
 def test_delete_by_another_saver_of_the_process_keeps_lists_whole(db_url: str) -> None:
     """Lists are stored as what was appended to a base; a thread deleted through another saver
     of the same process must not leave the first one appending to a base that is gone."""
+    from langchain_core.messages import AIMessage
+    from langgraph.checkpoint.base import empty_checkpoint
+
     runner, admin = PersistSaver.from_url(db_url), PersistSaver.from_url(db_url)
-    graph = agent_graph(20).compile(checkpointer=runner)
-    graph.invoke({"messages": [("user", "first")]}, _cfg("shared"))
+    messages = [AIMessage("x" * 300, id=f"m{i}") for i in range(10)]
+
+    def put(n: int, version: str) -> dict[str, Any]:
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": messages[:n]}
+        checkpoint["channel_versions"] = {"messages": version}
+        config = {"configurable": {"thread_id": "shared", "checkpoint_ns": ""}}
+        return runner.put(config, checkpoint, {"step": n}, {"messages": version})
+
+    put(8, runner.get_next_version(None, None))  # stored whole: the base of what follows
     admin.delete_thread("shared")
-    out = graph.invoke({"messages": [("user", "second")]}, _cfg("shared"))
-    fresh = PersistSaver.from_url(db_url).get_tuple(_cfg("shared"))
+    latest = put(9, runner.get_next_version(None, None))  # extends the base that is gone
+    fresh = PersistSaver.from_url(db_url).get_tuple(latest)
     assert fresh is not None
-    assert fresh.checkpoint["channel_values"]["messages"] == out["messages"]
-    assert out["messages"][0].content == "second"
+    assert fresh.checkpoint["channel_values"]["messages"] == messages[:9]
