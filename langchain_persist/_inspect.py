@@ -216,9 +216,7 @@ def spans(traces: Iterable[AgentTrace]) -> list[Span]:
         if t.duration is not None:
             span.duration_ms = t.duration
         if status == "error" and (t.content or "").startswith(_INTERRUPT):
-            span.status = "interrupted"
-        elif status == "error" and t.metadata.get("handled"):
-            span.status = "error"  # handed back to the model as a ToolMessage
+            span.status = "interrupted"  # the handler traces interrupt() as a tool error
     return sorted(found.values(), key=lambda s: s.started)
 
 
