@@ -14,8 +14,10 @@ The server runs in the test process (in a thread), so tests set these knobs dire
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +33,7 @@ from typing_extensions import TypedDict
 
 FAILURES: defaultdict[str, int] = defaultdict(int)
 _GATES: defaultdict[tuple[str, int], threading.Event] = defaultdict(threading.Event)
-GATE_TIMEOUT = 60.0
+GATE_TIMEOUT = 20.0
 
 
 def gate(label: str, call: int = 0) -> threading.Event:
@@ -98,10 +100,13 @@ def flaky(text: str) -> str:
 
 
 @tool
-def wait(text: str) -> str:
-    """Block until the test opens this call's gate."""
-    if not gate(*_label_and_call(text)).wait(GATE_TIMEOUT):
-        raise TimeoutError(f"nobody opened the gate of {text}")
+async def wait(text: str) -> str:
+    """Wait until the test opens this call's gate (a server stop can cancel it)."""
+    opened, deadline = gate(*_label_and_call(text)), time.monotonic() + GATE_TIMEOUT
+    while not opened.is_set():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody opened the gate of {text}")
+        await asyncio.sleep(0.01)
     return f"waited {text}"
 
 

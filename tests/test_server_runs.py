@@ -5,6 +5,7 @@ and live events re-joined with Last-Event-ID, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 
 import httpx
@@ -28,6 +29,11 @@ def base_url(db_url):
 def client(base_url):
     with httpx.Client(base_url=base_url, timeout=60) as c:
         yield c
+
+
+def unique(label: str) -> str:
+    """A task label of this test only: gates and failures are kept per label."""
+    return f"{label}-{uuid.uuid4().hex[:8]}"
 
 
 def execute(client: httpx.Client, task: str, **body) -> list[Sse]:
@@ -199,7 +205,8 @@ def test_nearing_the_recursion_limit_warns(client):
 
 
 def test_a_client_that_disconnects_does_not_stop_the_run(client):
-    task = "leave :: wait"
+    label = unique("leave")
+    task = f"{label} :: wait"
     with client.stream("POST", "/api/agents/execute",
                        json={"agentId": AGENT, "task": task}) as response:
         seen = []
@@ -210,7 +217,7 @@ def test_a_client_that_disconnects_does_not_stop_the_run(client):
     start = seen[0].data
     execution = f"/api/executions/{start['executionId']}"
     assert client.get(execution).json()["running"] is True
-    server_graphs.gate("leave").set()  # the run goes on with nobody listening
+    server_graphs.gate(label).set()  # the run goes on with nobody listening
 
     done = wait_for(lambda: (r := client.get(execution).json())["result"]["status"]
                     == "completed" and r, what="the run to complete")
@@ -252,7 +259,8 @@ async def test_twenty_concurrent_executions(base_url):
 
 
 def test_live_events_joined_late_and_rejoined_with_last_event_id(client):
-    task = "live :: wait / wait"
+    label = unique("live")
+    task = f"{label} :: wait / wait"
     with client.stream("POST", "/api/agents/execute",
                        json={"agentId": AGENT, "task": task}) as owner:
         lines = owner.iter_lines()
@@ -277,14 +285,14 @@ def test_live_events_joined_late_and_rejoined_with_last_event_id(client):
             "agentId": AGENT, "task": "x", "threadId": first.data["threadId"]})
         assert busy.status_code == 409 and execution in busy.json()["detail"]
 
-        server_graphs.gate("live", 0).set()  # events flow while the late client is away
+        server_graphs.gate(label, 0).set()  # events flow while the late client is away
         with client.stream("GET", url, headers={"Last-Event-ID": str(last)}) as back:
             assert "x-events-missed" not in back.headers
             rejoined = []
             for event in parse_sse(back.iter_lines()):
                 rejoined.append(event)
                 if event.event == "tool_start":
-                    server_graphs.gate("live", 1).set()
+                    server_graphs.gate(label, 1).set()
         everything = [first, *stream]
 
     assert names(everything)[-1] == "complete"
@@ -293,3 +301,30 @@ def test_live_events_joined_late_and_rejoined_with_last_event_id(client):
     # a finished execution's events stay: a re-join after the end replays the rest
     with client.stream("GET", url, params={"lastEventId": everything[-3].id}) as response:
         assert list(parse_sse(response.iter_lines())) == everything[-2:]
+
+
+def test_a_server_stop_fails_running_runs_so_that_they_can_be_resumed(db_url):
+    label = unique("stop")
+    task = f"{label} :: echo / wait"
+    app = create_app(server_graphs.agent, url=db_url, shutdown_timeout=0.2, retry_delay=0)
+    with (running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client,
+          client.stream("POST", "/api/agents/execute",
+                        json={"agentId": AGENT, "task": task}) as response):
+        for event in parse_sse(response.iter_lines()):
+            if event.event == "start":
+                execution = event.data["executionId"]
+            if event.event == "tool_start" and event.data["tool"] == "wait":
+                break
+    # stopped mid-run; a new server on the same database takes over
+    app = create_app(server_graphs.agent, url=db_url, retry_delay=0)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        result = client.get(f"/api/executions/{execution}").json()["result"]
+        assert result["status"] == "failed"
+        assert "the server stopped before the run finished" in result["error"]
+        gone = client.get(f"/api/executions/{execution}/events")
+        assert gone.status_code == 410 and "no longer kept" in gone.json()["detail"]
+
+        server_graphs.gate(label, 1).set()  # the second tool call of the task
+        resumed = resume(client, result["checkpointId"])
+        assert [d["tool"] for d in by_name(resumed, "tool_start")] == ["wait"]
+        assert resumed[-1].data["output"] == f"answer to {task}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -60,6 +61,15 @@ def with_checkpointer(target: Any, saver: BaseCheckpointSaver) -> Pregel:
     if isinstance(target, Pregel):
         return target.copy(update={"checkpointer": saver})
     if callable(target):
+        try:
+            inspect.signature(target).bind()
+        except TypeError:
+            raise ConfigurationError(
+                f"{_name(target)} needs arguments: name a graph, or a function that takes none "
+                "and returns one"
+            ) from None
+        except ValueError:  # no signature to check (a builtin): just call it
+            pass
         made = target()
         if isinstance(made, StateGraph | Pregel):
             return with_checkpointer(made, saver)
