@@ -151,6 +151,7 @@ def test_an_interrupt_is_resumed_with_a_value(client):
 
     complete = events[-1].data
     assert names(events)[-1] == "complete"
+    assert "tool_error" not in names(events)  # an interrupt is no failure
     (waiting,) = complete["interrupts"]
     assert waiting["value"] == {"question": f"may I go on with {task}#0?"}
     result = client.get(f"/api/results/{complete['resultId']}").json()

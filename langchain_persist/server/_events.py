@@ -30,7 +30,7 @@ from typing import Any
 from .._sanitize import to_text
 
 DEFAULT_MAX_EVENTS = 10_000
-DEFAULT_KEEP_FINISHED = 1_000
+DEFAULT_KEEP_FINISHED = 100
 
 
 @dataclass(frozen=True, slots=True)

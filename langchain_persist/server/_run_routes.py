@@ -137,9 +137,9 @@ async def events(
     if log is None:
         if await s.service.afind_results(execution_id=execution_id, limit=1):
             raise HTTPException(410, f"the events of execution {execution_id!r} are no "
-                                "longer kept by this server (it restarted, or they were "
-                                f"evicted): read /api/executions/{execution_id}/logs and "
-                                "/traces, and its result")
+                                "longer kept by this server (it restarted since, the run was "
+                                "on another server, or the events were evicted): read "
+                                f"/api/executions/{execution_id} and its /logs and /traces")
         raise HTTPException(404, f"no execution {execution_id!r}")
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessageChunk
+from langgraph.errors import GraphBubbleUp
 
 from .._sanitize import jsonable, to_text, truncate
 from ._events import EventLog
@@ -157,8 +158,10 @@ class RunEvents(BaseCallbackHandler):
 
     @_fail_open
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        """``tool_error`` with the exception."""
+        """``tool_error`` with the exception (not for an ``interrupt()``: it is no failure)."""
         name, started, call_id = self._tools.pop(run_id, (None, time.monotonic(), None))
+        if isinstance(error, GraphBubbleUp):
+            return
         self._publish("tool_error", tool=name, runId=str(run_id), toolCallId=call_id,
                       error=f"{type(error).__name__}: {error}", handled=False,
                       durationMs=round((time.monotonic() - started) * 1000, 3))
