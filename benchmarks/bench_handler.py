@@ -296,7 +296,7 @@ def main() -> None:
         memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
     sizes = dict(rounds=3, runs=1, calls=300, ingest=2_000, ingest_rounds=1, memory=20_000) \
-        if args.smoke else dict(rounds=9, runs=5, calls=10_000, ingest=200_000,
+        if args.smoke else dict(rounds=15, runs=5, calls=10_000, ingest=200_000,
                                 ingest_rounds=3, memory=1_000_000)
     logging.getLogger("langchain_persist").setLevel(logging.ERROR)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"lpbench-{uuid.uuid4().hex[:8]}"
