@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("langchain_persist")
 
 _FINISHING = ("status", "error", "completed_at")
+_UPDATABLE = ("status", "result", "metadata", "error", "checkpoint_id", "quest_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,7 @@ class ExecutionTracker:
         )
         self._active.pop(execution_id, None)
         self._running_rows.discard(tracked.result_id)
+        self._results.forget(tracked.result_id)
         await self._log(tracked, "error" if error else "info", message,
                         {"checkpoint_id": row.checkpoint_id, **(metadata or {})})
         return row
@@ -250,14 +252,20 @@ class _AttemptResults:
     """The service the tracker's handlers write through.
 
     The same as the tracker's service, except for the result rows of the executions the
-    tracker is running: a run's start adopts the execution's row instead of creating one, and
-    a run's end leaves the row's status (and error) alone, so a failed attempt that will be
-    retried does not finish the execution.
+    tracker is running: a run's start adopts the execution's row instead of creating one; a
+    run's end leaves the row's status (and error) alone, so a failed attempt that will be
+    retried does not finish the execution; and the counters of a run (tokens, model and tool
+    calls, steps, time) are added to those of the execution's earlier runs.
     """
 
     def __init__(self, service: ResultsPersistenceService, tracker: ExecutionTracker) -> None:
         self._service = service
         self._tracker = tracker
+        self._earlier: dict[str, dict[str, Any]] = {}  # result id -> counters of ended runs
+
+    def forget(self, result_id: str) -> None:
+        """The execution ended: drop what was kept about its runs."""
+        self._earlier.pop(result_id, None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._service, name)
@@ -266,14 +274,40 @@ class _AttemptResults:
         return repr(self._service)
 
     def save_result(self, **fields: Any) -> AgentResult:
-        """Adopt the execution's row for a new run of it; otherwise create a row."""
+        """For a run of a tracked execution, update its row instead; otherwise create a row.
+
+        The handler creates a run's row at its start, or, for a short run, writes the whole
+        row at its end: either way the fields go into the execution's row.
+        """
         tracked = self._tracker._active.get(str(fields.get("execution_id")))
         if tracked is None:
             return self._service.save_result(**fields)
-        return self._service.update_result(tracked.result_id, metadata=fields.get("metadata"))
+        return self.update_result(
+            tracked.result_id, **{k: v for k, v in fields.items() if k in _UPDATABLE})
 
     def update_result(self, result_id: str, **fields: Any) -> AgentResult:
         """Update a row; for a tracked execution, keep output and counters but not the end."""
-        if result_id in self._tracker._running_rows:
-            fields = {k: v for k, v in fields.items() if k not in _FINISHING}
+        if result_id not in self._tracker._running_rows:
+            return self._service.update_result(result_id, **fields)
+        run_ended = fields.get("status") in ("completed", "failed")
+        fields = {k: v for k, v in fields.items() if k not in _FINISHING}
+        counters = fields.get("metadata")
+        if counters and "llm_calls" in counters:  # the handler's summary of the run so far
+            earlier = self._earlier.get(result_id)
+            total = _added(earlier, counters) if earlier else dict(counters)
+            fields["metadata"] = total
+            if run_ended:
+                self._earlier[result_id] = total
         return self._service.update_result(result_id, **fields)
+
+
+def _added(earlier: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """The counters of a run added to those of the runs before it (other keys: the run's)."""
+    total = dict(run)
+    for key, value in earlier.items():
+        now = run.get(key)
+        if isinstance(value, dict) and isinstance(now, dict):
+            total[key] = {k: value.get(k, 0) + now.get(k, 0) for k in {*value, *now}}
+        elif isinstance(value, int | float) and isinstance(now, int | float):
+            total[key] = round(value + now, 3)
+    return total

@@ -79,8 +79,10 @@ class TaskScriptedModel(ScriptedChatModel):
             return
         words = str(message.content).split(" ")
         for i, word in enumerate(words):
+            last = i == len(words) - 1  # usage comes with the last chunk, as providers do
             yield ChatGenerationChunk(message=AIMessageChunk(
-                content=word if i == 0 else f" {word}"))
+                content=word if i == 0 else f" {word}",
+                usage_metadata=message.usage_metadata if last else None))
 
 
 @tool

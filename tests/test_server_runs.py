@@ -110,6 +110,9 @@ def test_a_failed_tool_is_retried_from_the_last_checkpoint(client):
 
     result = client.get(f"/api/results/{complete['resultId']}").json()
     assert result["status"] == "completed" and result["metadata"]["attempts"] == 2
+    # counted over both attempts: echo, flaky (failed), flaky; three model calls
+    assert (result["metadata"]["tool_calls"], result["metadata"]["llm_calls"]) == (3, 3)
+    assert result["metadata"]["usage"]["total_tokens"] == 45
     # one result row for the execution, whatever the number of attempts
     page = client.get(f"/api/agents/{AGENT}/results").json()
     assert [r["id"] for r in page["items"]] == [complete["resultId"]]

@@ -90,7 +90,10 @@ async def test_the_handler_makes_retried_runs_one_execution(service, tracker):
     (result,) = service.get_agent_results("agent-t")
     assert result.id == row.id and result.status == "completed"
     assert result.result == "answer to tracked :: flaky"
-    assert result.metadata["tool_calls"] == 1  # the counters of the last run
+    # the counters of both runs: a failed and a successful flaky call, two model calls
+    assert (result.metadata["tool_calls"], result.metadata["llm_calls"]) == (2, 2)
+    assert result.metadata["usage"] == {"input_tokens": 20, "output_tokens": 10,
+                                        "total_tokens": 30}
     traces = service.get_execution_traces(row.execution_id)
     assert [t.type for t in traces if t.type.startswith("tool_")] == [
         "tool_start", "tool_error", "tool_start", "tool_end"]
