@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 import server_graphs
 from langgraph.graph import START, StateGraph
-from server_support import names, post_events
+from server_support import names, post_events, running_server
 from typer.testing import CliRunner
 from typing_extensions import TypedDict
 
@@ -109,3 +110,22 @@ def test_graphs_are_found_by_name_and_given_the_server_saver(sqlite_url, monkeyp
         with_checkpointer(lambda: "not a graph", saver)
     app = create_app(builder, url=sqlite_url, task_input=lambda task: {"query": task})
     assert app.state.persist.task_input("q") == {"query": "q"}
+
+
+def test_the_documented_example_behaves_as_docs_server_md_shows(sqlite_url, monkeypatch):
+    monkeypatch.chdir(TESTS.parent / "docs")
+    app = create_app(load_graph("server_example:graph"), url=sqlite_url, retry_delay=0)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        events = post_events(client, "/api/agents/execute", {
+            "agentId": "travel-agent", "task": "Plan my weekend in Lisbon and book the flight."})
+        assert names(events)[0] == "start" and names(events)[-1] == "complete"
+        assert Counter(names(events)) == {"start": 1, "thinking": 2, "tool_start": 4,
+                                          "tool_end": 2, "tool_error": 1, "retry": 1,
+                                          "complete": 1}
+        done = events[-1].data
+        assert done["interrupts"][0]["value"] == {"question": "Book TP 539?"}
+        resumed = post_events(client, "/api/agents/travel-agent/resume", {
+            "checkpointId": done["checkpointId"], "resume": {"approved": True}})
+        assert resumed[-1].data["output"] == "Booked TP 539 for Saturday; Lisbon will be sunny."
+        assert "".join(e.data["token"] for e in resumed if e.event == "token") == (
+            resumed[-1].data["output"])
