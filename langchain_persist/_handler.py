@@ -43,7 +43,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
-from langgraph.errors import GraphBubbleUp, GraphRecursionError
+from langgraph.errors import GraphBubbleUp, GraphInterrupt, GraphRecursionError
 
 from ._errors import PersistenceError, StorageError, ValidationError
 from ._service import ResultsPersistenceService
@@ -69,8 +69,9 @@ class _Execution(ResultOwner):
     """What the handler knows about one execution while it runs (one per root run)."""
 
     __slots__ = (
-        "agent_id", "execution_id", "failed_tasks", "first_step", "last_error", "last_step",
-        "limit", "llm_calls", "lock", "name", "near_limit", "opening", "partial", "progress_at",
+        "agent_id", "execution_id", "failed_tasks", "first_step", "interrupted", "last_error",
+        "last_step", "limit", "llm_calls", "lock", "name", "near_limit", "opening", "partial",
+        "progress_at",
         "root_run_id", "started", "thread_id", "tool_calls", "usage",
     )
 
@@ -98,6 +99,7 @@ class _Execution(ResultOwner):
         self.last_error: BaseException | None = None
         self.failed_tasks: set[str] | None = None  # LangGraph tasks that raised
         self.progress_at = 0.0
+        self.interrupted = False  # a node called interrupt(): the run waits for input
 
     def summary(self) -> dict[str, Any]:
         """The counters kept in the result's metadata."""
@@ -297,6 +299,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
             self._finish(ex, error=error)
             return
         if isinstance(error, GraphBubbleUp):  # interrupts and commands, not failures
+            if isinstance(error, GraphInterrupt):
+                ex.interrupted = True
             return
         if metadata and name == metadata.get("langgraph_node"):
             task = metadata.get("langgraph_checkpoint_ns")
@@ -570,7 +574,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         with ex.row_lock:  # waits for the writer if it is creating the running row right now
             ex.finished = True
         summary = ex.summary()
-        if isinstance(outputs, Mapping) and "__interrupt__" in outputs:
+        if ex.interrupted or (isinstance(outputs, Mapping) and "__interrupt__" in outputs):
             summary["interrupted"] = True
         fields: dict[str, Any] = {"metadata": summary}
         if error is None:
@@ -597,7 +601,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
         return row
 
     def _finish_log(self, ex: _Execution, error: BaseException | None, summary: Any) -> None:
-        if error is None:
+        if error is None and summary.get("interrupted"):
+            self._log(ex, "info", f"execution interrupted, waiting for input: {ex.name or 'run'}",
+                      summary)
+        elif error is None:
             self._log(ex, "info", f"execution completed: {ex.name or 'run'}", summary)
         elif isinstance(error, GraphRecursionError):
             self._log(ex, "error", f"execution failed: recursion limit reached: {error}", summary)

@@ -389,3 +389,43 @@ def test_a_dropped_handler_stores_its_events_and_ends_its_thread(service):
     thread.join(10)
     assert not thread.is_alive()
     assert [t.type for t in service.get_execution_traces(str(run))] == ["tool_start", "tool_end"]
+
+
+def test_streamed_run_is_recorded(service, handler):
+    run = uuid.uuid4()
+    chunks = list(_agent([["echo"]]).stream(
+        {"messages": [("user", "s")]}, {"callbacks": [handler], "run_id": run},
+        stream_mode="updates",
+    ))
+    assert chunks
+    result, traces, _ = _stored(service, handler, run)
+    assert result.status == "completed" and result.result == "answer to s"
+    assert [t.type for t in traces if t.type.startswith("tool")] == ["tool_start", "tool_end"]
+
+
+def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handler):
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    def ask(state: _State) -> dict[str, str]:
+        return {"text": state["text"] + interrupt("which colour?")}
+
+    builder = StateGraph(_State)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"callbacks": [handler], "configurable": {"thread_id": "t-hitl"}}
+    first, second = uuid.uuid4(), uuid.uuid4()
+    out = graph.invoke({"text": "sky is "}, {**config, "run_id": first})
+    assert "__interrupt__" in out
+    assert graph.invoke(Command(resume="blue"), {**config, "run_id": second}) == {
+        "text": "sky is blue"
+    }
+    paused, traces, logs = _stored(service, handler, first)
+    assert paused.status == "completed" and paused.metadata["interrupted"] is True
+    assert not [t for t in traces if t.type.endswith("error")]  # an interrupt is no error
+    assert logs[-1].message == "execution interrupted, waiting for input: LangGraph"
+    done, _, _ = _stored(service, handler, second)
+    assert done.status == "completed" and done.result == '{"text":"sky is blue"}'
+    assert handler.active_runs == 0
