@@ -191,8 +191,7 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
         pool_size=10,
         max_overflow=20,
         pool_recycle=1800,
-        # no server-side prepared statements, so PgBouncer in transaction mode works
-        connect_args={"prepare_threshold": None},
+        connect_args={"prepare_threshold": _prepare_threshold()},
         **options,
     )
 
@@ -215,6 +214,20 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
     return engine
+
+
+def _prepare_threshold() -> int | None:
+    """Server-side prepared statements: on (statements are planned once per connection), or
+    off with ``LANGCHAIN_PERSIST_PG_PREPARE=off`` for a pooler that cannot keep them (PgBouncer
+    before 1.21 in transaction mode)."""
+    setting = os.environ.get("LANGCHAIN_PERSIST_PG_PREPARE", "on").strip().lower()
+    if setting in ("off", "0", "false", "no"):
+        return None
+    if setting in ("on", "1", "true", "yes"):
+        return 0
+    raise ConfigurationError(
+        f"LANGCHAIN_PERSIST_PG_PREPARE must be 'on' or 'off', not {setting!r}"
+    )
 
 
 def _readable(dbapi_conn: Any) -> bool:

@@ -20,8 +20,8 @@ from sqlalchemy import (
     insert,
     literal,
     null,
-    or_,
     select,
+    true,
     tuple_,
     union_all,
     update,
@@ -180,7 +180,11 @@ def _checkpoint_query(dialect: str, by_id: bool) -> Any:
     )
     if by_id:
         return query.where(t.c.checkpoint_id == bindparam("checkpoint_id"))
-    return query.order_by(t.c.checkpoint_id.desc()).limit(1)
+    # the whole primary key in the ORDER BY, so the planner walks it backwards and stops at
+    # once, instead of walking the global checkpoint_id index and filtering on the thread
+    return query.order_by(
+        t.c.thread_id.desc(), t.c.checkpoint_ns.desc(), t.c.checkpoint_id.desc()
+    ).limit(1)
 
 
 def get_checkpoint(
@@ -195,26 +199,21 @@ def get_checkpoint(
 
 
 @prepared
-def _values_and_writes_query(dialect: str, n_keys: int, n_ids: int, n_channels: int) -> Any:
+def _values_and_writes_query(
+    dialect: str, n_channels_read: int, n_ids: int, n_channels: int
+) -> Any:
     """One statement for what a checkpoint read needs besides the checkpoint row:
 
-    the value rows of ``n_keys`` (channel, version) keys, the base rows of those stored as
-    tails, and the pending writes of ``n_ids`` checkpoints (of ``n_channels`` channels, if not
-    0).  Every part is a primary-key lookup, whatever the length of the thread; a ``kind``
-    column tells values ("v") from writes ("w").
+    the value rows of ``n_channels_read`` channels between two versions each (the caller drops
+    the versions it did not ask for), the base rows of those stored as tails, and the pending
+    writes of ``n_ids`` checkpoints (of ``n_channels`` channels, if not 0).  Every part is a
+    primary-key range, whatever the length of the thread or the table's statistics; a
+    ``kind`` column tells values ("v") from writes ("w").
     """
 
     def in_thread(table: Any) -> Any:
         return (table.c.thread_id == bindparam("thread_id")) & (
             table.c.checkpoint_ns == bindparam("checkpoint_ns")
-        )
-
-    def keyed(table: Any) -> Any:
-        return or_(
-            *(
-                (table.c.channel == bindparam(f"c{i}")) & (table.c.version == bindparam(f"v{i}"))
-                for i in range(n_keys)
-            )
         )
 
     def value_row(kind: str, table: Any) -> list[Any]:
@@ -224,22 +223,32 @@ def _values_and_writes_query(dialect: str, n_keys: int, n_ids: int, n_channels: 
             *(cast(null(), c.type).label(c.name) for c in WRITE_ONLY),
         ]
 
-    parts = []
-    if n_keys:
-        tails = v.alias("tails")
-        parts.append(select(*value_row("v", v)).where(in_thread(v), keyed(v)))
-        parts.append(
-            select(*value_row("v", v))
-            .select_from(tails)
-            .join(
-                v,
-                (v.c.thread_id == tails.c.thread_id)
-                & (v.c.checkpoint_ns == tails.c.checkpoint_ns)
-                & (v.c.channel == tails.c.channel)
-                & (v.c.version == tails.c.base_version),
-            )
-            .where(in_thread(tails), keyed(tails))
+    def versions(table: Any, i: int) -> Any:  # an index range: a lookup, whatever the stats
+        return (
+            in_thread(table)
+            & (table.c.channel == bindparam(f"c{i}"))
+            & table.c.version.between(bindparam(f"lo{i}"), bindparam(f"hi{i}"))
         )
+
+    tails = v.alias("tails")
+    base = v.alias("base")
+    base_of_tail = (
+        (base.c.thread_id == tails.c.thread_id)
+        & (base.c.checkpoint_ns == tails.c.checkpoint_ns)
+        & (base.c.channel == tails.c.channel)
+        & (base.c.version == tails.c.base_version)
+    )
+    if dialect == "postgresql":
+        # a LATERAL lookup (LIMIT 1 keeps it from being flattened into a join) makes the base
+        # a primary-key lookup per tail even before the planner has statistics
+        base = select(*(base.c[c.name] for c in v.c)).where(base_of_tail).limit(1).lateral()
+        bases_of = tails.join(base, true())
+    else:
+        bases_of = tails.join(base, base_of_tail)
+    parts = []
+    for i in range(n_channels_read):
+        parts.append(select(*value_row("v", v)).where(versions(v, i)))
+        parts.append(select(*value_row("v", base)).select_from(bases_of).where(versions(tails, i)))
     if n_ids:
         writes = select(
             literal("w").label("kind"),
@@ -256,6 +265,9 @@ def _values_and_writes_query(dialect: str, n_keys: int, n_ids: int, n_channels: 
     return union_all(*parts) if len(parts) > 1 else parts[0]
 
 
+MAX_RANGES = 64  # channel ranges per statement (SQLite allows 500 SELECTs in a compound)
+
+
 def get_values_and_writes(
     cur: Any,
     dialect: Any,
@@ -267,15 +279,53 @@ def get_values_and_writes(
 ) -> tuple[dict[tuple[str, str], Any], list[Any]]:
     """Value rows by (channel, version), with the bases of tails, and the pending writes of
     some checkpoints (of some channels) in the order live execution applies them."""
-    keys, ids = sorted(keys), list(checkpoint_ids)
-    if not keys and not ids:
-        return {}, []
+    keys = set(keys)
+    by_channel: dict[str, list[str]] = {}
+    for channel, version in keys:
+        by_channel.setdefault(channel, []).append(version)
+    ranges = [(c, min(vs), max(vs)) for c, vs in sorted(by_channel.items())]
+    rows: list[Any] = []
+    ids = list(checkpoint_ids)
+    for start in range(0, len(ranges), MAX_RANGES):
+        rows += _read(
+            cur,
+            dialect,
+            thread_id,
+            checkpoint_ns,
+            ranges[start : start + MAX_RANGES],
+            ids if start == 0 else [],
+            channels,
+        )
+    if not ranges and ids:
+        rows += _read(cur, dialect, thread_id, checkpoint_ns, [], ids, channels)
+    found = {(r.channel, r.version): r for r in rows if r.kind == "v"}
+    # a range may bring versions of other branches: keep the asked ones and their bases
+    wanted = set(keys)
+    for channel, version in keys & found.keys():
+        if found[channel, version].base_version:
+            wanted.add((channel, found[channel, version].base_version))
+    writes = sorted(
+        (r for r in rows if r.kind == "w"),
+        key=lambda r: (r.checkpoint_id, r.task_path, r.task_id, r.idx),
+    )
+    return {k: r for k, r in found.items() if k in wanted}, writes
+
+
+def _read(
+    cur: Any,
+    dialect: Any,
+    thread_id: str,
+    checkpoint_ns: str,
+    ranges: Sequence[tuple[str, str, str]],
+    ids: Sequence[str],
+    channels: Iterable[str] | None,
+) -> list[Any]:
     params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
-    n_keys = n_ids = n_channels = 0
-    if keys:
-        n_keys = _size(len(keys))
-        for i, (channel, version) in enumerate(_pad(keys)):
-            params[f"c{i}"], params[f"v{i}"] = channel, version
+    n_ranges = n_ids = n_channels = 0
+    if ranges:
+        n_ranges = _size(len(ranges))
+        for i, (channel, low, high) in enumerate(_pad(ranges)):
+            params[f"c{i}"], params[f"lo{i}"], params[f"hi{i}"] = channel, low, high
     if ids:
         n_ids = _size(len(ids))
         params.update({f"id{i}": x for i, x in enumerate(_pad(ids))})
@@ -283,13 +333,7 @@ def get_values_and_writes(
             names = sorted(channels) or [""]
             n_channels = _size(len(names))
             params.update({f"ch{i}": x for i, x in enumerate(_pad(names))})
-    rows = _values_and_writes_query(dialect, n_keys, n_ids, n_channels).fetch(cur, params)
-    values = {(r.channel, r.version): r for r in rows if r.kind == "v"}
-    writes = sorted(
-        (r for r in rows if r.kind == "w"),
-        key=lambda r: (r.checkpoint_id, r.task_path, r.task_id, r.idx),
-    )
-    return values, writes
+    return _values_and_writes_query(dialect, n_ranges, n_ids, n_channels).fetch(cur, params)
 
 
 @prepared
