@@ -9,13 +9,16 @@ of one blocking write per run (``raise_error=True`` also makes the start blockin
 other event becomes a small immutable record on the `BackgroundWriter`'s queue, which a daemon
 thread turns into rows and stores in batches.  The handler keeps one entry per run in flight,
 keyed by run id, and forgets it when the run ends, so one handler serves any number of
-concurrent runs, sync or async.
+concurrent runs, sync or async.  Its callbacks run inline (``run_inline``: no thread hop per
+event); in an async run the one blocking write, at the end of the run, therefore happens on
+the event loop (~0.5 ms on SQLite, ~1 ms on PostgreSQL).
 
 What is recorded:
 
 - results: status ``running`` → ``completed`` (final output) or ``failed`` (error, partial
   output); metadata ``usage`` (tokens from ``usage_metadata``), ``steps``, ``llm_calls``,
-  ``tool_calls``, ``duration_ms``, updated in the background after each model call;
+  ``tool_calls``, ``duration_ms``, updated in the background after model calls (at most
+  once a second per run);
   ``thread_id``, ``quest_id`` (run metadata) and ``checkpoint_id`` (the thread's newest
   checkpoint stored by `PersistSaver` when the run ends).
 - traces: ``tool_start`` (input), ``tool_end`` (output), ``tool_error`` (an exception, or a
