@@ -9,7 +9,6 @@ on its first call (the server retries from the last checkpoint) and ``book_fligh
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,14 +19,13 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.tools import tool
 from langgraph.types import interrupt
 
-SCRIPT: list[list[dict[str, Any]]] = [
-    [{"name": "get_weather", "args": {"city": "Lisbon"}},
-     {"name": "search_flights", "args": {"origin": "Berlin", "destination": "Lisbon"}}],
+SCRIPT: list[list[dict[str, Any]]] = [  # the tool calls of each turn
+    [{"name": "get_weather", "args": {"city": "Lisbon"}}],
+    [{"name": "search_flights", "args": {"origin": "Berlin", "destination": "Lisbon"}}],
     [{"name": "book_flight", "args": {"flight": "TP 539"}}],
 ]
 ANSWER = "Booked TP 539 for Saturday; Lisbon will be sunny."
 _calls = {"search_flights": 0}
-_weather_done = threading.Event()
 
 
 class ScriptedModel(BaseChatModel):
@@ -65,7 +63,6 @@ class ScriptedModel(BaseChatModel):
 @tool
 def get_weather(city: str) -> str:
     """The weekend's weather in a city."""
-    _weather_done.set()
     return f"{city}: 24°C and sunny"
 
 
@@ -74,9 +71,6 @@ def search_flights(origin: str, destination: str) -> str:
     """This weekend's flights, cheapest first (the first call times out, on purpose)."""
     _calls["search_flights"] += 1
     if _calls["search_flights"] == 1:
-        # fail once the weather (asked for at the same time) has arrived: when a task fails,
-        # LangGraph cancels the tasks of its step that are still running
-        _weather_done.wait(2)
         raise TimeoutError("flight search API timed out")
     return f"TP 539 {origin} 07:05 -> {destination} 09:20, 129 EUR"
 

@@ -13,8 +13,8 @@ execution id, but never finish the row: only the tracker decides when the execut
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -27,8 +27,6 @@ from ._service import ResultsPersistenceService
 if TYPE_CHECKING:
     from ._handler import PersistCallbackHandler
     from ._writer import BackgroundWriter
-
-logger = logging.getLogger("langchain_persist")
 
 _FINISHING = ("status", "error", "completed_at")
 _UPDATABLE = ("status", "result", "metadata", "error", "checkpoint_id", "quest_id")
@@ -197,8 +195,6 @@ class ExecutionTracker:
 
     async def aflush(self, timeout: float | None = 10.0) -> bool:
         """Async `flush`: wait, off the event loop, until traces and logs are stored."""
-        import asyncio
-
         return await asyncio.to_thread(self.flush, timeout)
 
     def close(self, timeout: float | None = 10.0) -> bool:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -119,9 +118,10 @@ def test_the_documented_example_behaves_as_docs_server_md_shows(sqlite_url, monk
         events = post_events(client, "/api/agents/execute", {
             "agentId": "travel-agent", "task": "Plan my weekend in Lisbon and book the flight."})
         assert names(events)[0] == "start" and names(events)[-1] == "complete"
-        assert Counter(names(events)) == {"start": 1, "thinking": 2, "tool_start": 4,
-                                          "tool_end": 2, "tool_error": 1, "retry": 1,
-                                          "complete": 1}
+        assert names(events) == [
+            "start", "thinking", "tool_start", "tool_end",  # the weather
+            "thinking", "tool_start", "tool_error", "retry", "tool_start", "tool_end",  # flights
+            "thinking", "tool_start", "complete"]  # the booking waits at interrupt()
         done = events[-1].data
         assert done["interrupts"][0]["value"] == {"question": "Book TP 539?"}
         resumed = post_events(client, "/api/agents/travel-agent/resume", {
