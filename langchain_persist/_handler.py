@@ -380,17 +380,22 @@ class PersistCallbackHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        """Trace ``tool_error`` with the exception."""
+        """Trace ``tool_error`` with the exception (``tool_interrupt`` for an ``interrupt()``)."""
         entry = self._runs.pop(run_id, None)
         if entry is None:
             return
         ex, started, name, metadata, extra = entry
         now = time.time()
-        ex.last_error = error
+        kind = "tool_error"
+        if isinstance(error, GraphBubbleUp):  # interrupt() or a Command: not a failure
+            kind = "tool_interrupt" if isinstance(error, GraphInterrupt) else "tool_end"
+            ex.interrupted = ex.interrupted or isinstance(error, GraphInterrupt)
+        else:
+            ex.last_error = error
         with ex.lock:
             ex.tool_calls += 1
         self._put(TraceEvent(
-            ex.agent_id, ex.execution_id, "tool_error", name, _error_text(error), run_id,
+            ex.agent_id, ex.execution_id, kind, name, _error_text(error), run_id,
             parent_run_id, (now - started) * 1000, now, metadata, extra,
         ))
 

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 READ_PAGE = 1000
 OVERLAP = dt.timedelta(seconds=5)  # how far back `follow_logs` reads again for late lines
 _NO_ID = "00000000-0000-0000-0000-000000000000"
-_INTERRUPT = "GraphInterrupt"
 
 
 # -- executions ------------------------------------------------------------------------------
@@ -183,6 +182,7 @@ _KINDS = {
     "tool_start": ("tool", "running"),
     "tool_end": ("tool", "ok"),
     "tool_error": ("tool", "error"),
+    "tool_interrupt": ("tool", "interrupted"),
     "llm_start": ("llm", "running"),
     "llm_end": ("llm", "ok"),
     "llm_error": ("llm", "error"),
@@ -215,8 +215,6 @@ def spans(traces: Iterable[AgentTrace]) -> list[Span]:
         span.output = t.content
         if t.duration is not None:
             span.duration_ms = t.duration
-        if status == "error" and (t.content or "").startswith(_INTERRUPT):
-            span.status = "interrupted"  # the handler traces interrupt() as a tool error
     return sorted(found.values(), key=lambda s: s.started)
 
 

@@ -296,8 +296,12 @@ class ResultsPersistenceService:
         Returns the ids of the results it marked.
         """
         when, now = cutoff(older_than), _now()
-        values = {"status": "failed", "error": to_text(error), "completed_at": now,
-                  "updated_at": now}
+        values = {
+            "status": "failed",
+            "error": to_text(error),
+            "completed_at": now,
+            "updated_at": now,
+        }
         with self._blocking("mark stale results"), self.db.write() as conn:
             return results.mark_running_before(conn, when, values, agent_id=agent_id)
 
@@ -308,65 +312,29 @@ class ResultsPersistenceService:
 
     # -- logs and traces (never raise) --------------------------------------------------------
 
-    def save_log(
-        self,
-        *,
-        agent_id: str,
-        execution_id: str,
-        message: Any,
-        level: str = "info",
-        source: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        timestamp: dt.datetime | None = None,
-    ) -> ExecutionLog | None:
-        """Save a log line; on any failure count it in `dropped` and return None."""
-        try:
-            row = self.log_row(
-                agent_id=agent_id,
-                execution_id=execution_id,
-                message=message,
-                level=level,
-                source=source,
-                metadata=metadata,
-                timestamp=timestamp,
-            )
-        except ValidationError as exc:
-            self._drop("logs", 1, exc)
-            return None
-        return ExecutionLog(**row) if self.save_logs([row]) else None
+    def save_log(self, **fields: Any) -> ExecutionLog | None:
+        """Save a log line (the fields of `log_row`); on any failure count it and return None."""
+        return self._save_one(self.log_row, self.save_logs, ExecutionLog, "logs", fields)
 
-    def save_trace(
+    def save_trace(self, **fields: Any) -> AgentTrace | None:
+        """Save a trace event (the fields of `trace_row`: content truncated); on any failure
+        count it and return None."""
+        return self._save_one(self.trace_row, self.save_traces, AgentTrace, "traces", fields)
+
+    def _save_one(
         self,
-        *,
-        agent_id: str,
-        execution_id: str,
-        type: str,
-        content: Any = None,
-        name: str | None = None,
-        run_id: str | None = None,
-        parent_run_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        duration: float | None = None,
-        timestamp: dt.datetime | None = None,
-    ) -> AgentTrace | None:
-        """Save a trace event (content truncated); on any failure count it and return None."""
+        make_row: Callable[..., dict[str, Any]],
+        save: Callable[[list[dict[str, Any]]], int],
+        record: type[Any],
+        kind: str,
+        fields: dict[str, Any],
+    ) -> Any:
         try:
-            row = self.trace_row(
-                agent_id=agent_id,
-                execution_id=execution_id,
-                type=type,
-                content=content,
-                name=name,
-                run_id=run_id,
-                parent_run_id=parent_run_id,
-                metadata=metadata,
-                duration=duration,
-                timestamp=timestamp,
-            )
-        except ValidationError as exc:
-            self._drop("traces", 1, exc)
+            row = make_row(**fields)
+        except (ValidationError, TypeError) as exc:  # TypeError: a field it does not take
+            self._drop(kind, 1, exc)
             return None
-        return AgentTrace(**row) if self.save_traces([row]) else None
+        return record(**row) if save([row]) else None
 
     def log_row(
         self,

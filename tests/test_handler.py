@@ -429,3 +429,25 @@ def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handl
     done, _, _ = _stored(service, handler, second)
     assert done.status == "completed" and done.result == '{"text":"sky is blue"}'
     assert handler.active_runs == 0
+
+
+def test_interrupt_inside_a_tool_is_a_pause_not_an_error(service, handler):
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import interrupt
+
+    @tool
+    def approve(text: str) -> str:
+        """Ask a human before going on."""
+        return f"approved: {interrupt({'question': text})}"
+
+    agent = create_agent(ScriptedChatModel(plan=[["approve"]]), [approve],
+                         checkpointer=InMemorySaver())
+    run = uuid.uuid4()
+    out = agent.invoke({"messages": [("user", "deploy")]},
+                       {"callbacks": [handler], "configurable": {"thread_id": "t-tool-hitl"},
+                        "run_id": run})
+    assert "__interrupt__" in out
+    result, traces, _ = _stored(service, handler, run)
+    assert result.metadata["interrupted"] is True and result.error is None
+    tool_traces = [(t.type, t.name) for t in traces if t.type.startswith("tool")]
+    assert tool_traces == [("tool_start", "approve"), ("tool_interrupt", "approve")]

@@ -56,7 +56,7 @@ TRACES = [
     _trace("tool_error", "search", "t1", "node-2", 8.0, 11, "ValueError: no", node="tools",
            step=2),
     _trace("tool_start", "approve", "t3", "node-3", None, 12, "{}", node="tools", step=3),
-    _trace("tool_error", "approve", "t3", "node-3", 0.5, 12.5, "GraphInterrupt: (...)",
+    _trace("tool_interrupt", "approve", "t3", "node-3", 0.5, 12.5, "GraphInterrupt: (...)",
            node="tools", step=3),
 ]
 
