@@ -14,11 +14,10 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-def test_saver_bench_smoke(tmp_path: Path) -> None:
-    """``bench_saver.py --smoke`` exits 0 and prints the graph-run table with every peer."""
-    out = tmp_path / "saver.json"
+def _smoke(script: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark with --smoke, and check that it exited 0."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench_saver.py", "--smoke", "--json", str(out)],
+        [sys.executable, f"benchmarks/{script}", "--smoke", "--json", str(out)],
         cwd=ROOT,
         env={**os.environ, "LANGCHAIN_PERSIST_BENCH_PG": PG_ADMIN_URL},
         capture_output=True,
@@ -26,6 +25,13 @@ def test_saver_bench_smoke(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def test_saver_bench_smoke(tmp_path: Path) -> None:
+    """``bench_saver.py --smoke`` exits 0 and prints the graph-run table with every peer."""
+    out = tmp_path / "saver.json"
+    result = _smoke("bench_saver.py", out)
 
     graph_table = result.stdout.split("### Graph run")[1].split("###")[0]
     for name, driver in [
@@ -35,6 +41,8 @@ def test_saver_bench_smoke(tmp_path: Path) -> None:
         ("AsyncSqliteSaver", "ainvoke"),
         ("PostgresSaver", "invoke"),
         ("AsyncPostgresSaver", "ainvoke"),
+        ("PersistSaver (SQLite)", "invoke"),
+        ("PersistSaver (PostgreSQL)", "ainvoke"),
     ]:
         assert f"| {name} | {driver} |" in graph_table, graph_table
     for heading in ("### Micro-operations", "### Concurrency", "### Storage", "### Resume"):
@@ -48,15 +56,7 @@ def test_saver_bench_smoke(tmp_path: Path) -> None:
 def test_handler_bench_smoke(tmp_path: Path) -> None:
     """``bench_handler.py --smoke`` exits 0 and prints every table with every contender."""
     out = tmp_path / "handler.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_handler.py", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "LANGCHAIN_PERSIST_BENCH_PG": PG_ADMIN_URL},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"{result.stdout[-5000:]}\n{result.stderr[-5000:]}"
+    result = _smoke("bench_handler.py", out)
     agent_table = result.stdout.split("### Agent run")[1].split("###")[0]
     for name in ("no handler", "no-op handler", "PersistCallbackHandler (SQLite)",
                  "PersistCallbackHandler (PostgreSQL)", "naive sync insert (SQLite)",

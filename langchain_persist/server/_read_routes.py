@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from .._errors import OwnershipError
-from .._records import AgentResult, CheckpointState
-from ._run_routes import AgentId, ExecutionId, server
+from .._records import AgentResult
+from ._run_routes import AgentId, ExecutionId, owned_checkpoint, server
 from ._schemas import page_json, record_json
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ async def agent_execution_traces(
 @router.get("/api/checkpoints/{checkpointId}")
 async def get_checkpoint(checkpoint_id: CheckpointId, request: Request) -> dict[str, Any]:
     """A checkpoint: its agent, thread, parent, metadata and state as JSON."""
-    return record_json(await _checkpoint(server(request), checkpoint_id))
+    return record_json(await owned_checkpoint(server(request), checkpoint_id))
 
 
 @router.get("/api/agents/{agentId}/checkpoints/{checkpointId}")
@@ -124,7 +123,7 @@ async def agent_checkpoint(
     agent_id: AgentId, checkpoint_id: CheckpointId, request: Request
 ) -> dict[str, Any]:
     """One of the agent's checkpoints (404 unknown, 403 another agent's)."""
-    return record_json(await _checkpoint(server(request), checkpoint_id, agent_id))
+    return record_json(await owned_checkpoint(server(request), checkpoint_id, agent_id))
 
 
 async def _result(s: ServerState, result_id: str) -> AgentResult:
@@ -132,18 +131,6 @@ async def _result(s: ServerState, result_id: str) -> AgentResult:
     if result is None:
         raise HTTPException(404, f"no result {result_id!r}")
     return result
-
-
-async def _checkpoint(
-    s: ServerState, checkpoint_id: str, agent_id: str | None = None
-) -> CheckpointState:
-    try:
-        checkpoint = await s.service.aget_checkpoint_state(checkpoint_id, agent_id=agent_id)
-    except OwnershipError:
-        raise HTTPException(403, f"checkpoint {checkpoint_id!r} belongs to another agent") from None
-    if checkpoint is None:
-        raise HTTPException(404, f"no checkpoint {checkpoint_id!r}")
-    return checkpoint
 
 
 async def _own_execution(s: ServerState, execution_id: str, agent_id: str) -> None:

@@ -162,14 +162,22 @@ async def _frames(log: EventLog, after: int) -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent(data=event.data, event=event.name, id=str(event.id))
 
 
-async def _own_checkpoint(s: ServerState, checkpoint_id: str, agent_id: str) -> CheckpointState:
-    """The agent's checkpoint of the top graph: 404 if unknown, 403 if another agent's."""
+async def owned_checkpoint(
+    s: ServerState, checkpoint_id: str, agent_id: str | None = None
+) -> CheckpointState:
+    """A checkpoint (of ``agent_id``, if given): 404 if unknown, 403 if another agent's."""
     try:
         checkpoint = await s.service.aget_checkpoint_state(checkpoint_id, agent_id=agent_id)
     except OwnershipError:
         raise HTTPException(403, f"checkpoint {checkpoint_id!r} belongs to another agent") from None
     if checkpoint is None:
         raise HTTPException(404, f"no checkpoint {checkpoint_id!r}")
+    return checkpoint
+
+
+async def _own_checkpoint(s: ServerState, checkpoint_id: str, agent_id: str) -> CheckpointState:
+    """The agent's checkpoint of the top graph: 404 if unknown, 403 if another agent's."""
+    checkpoint = await owned_checkpoint(s, checkpoint_id, agent_id)
     if checkpoint.checkpoint_ns:
         raise HTTPException(422, f"checkpoint {checkpoint_id!r} is a subgraph's "
                             f"({checkpoint.checkpoint_ns!r}): give a checkpoint of the graph")
