@@ -339,19 +339,25 @@ class PersistSaver(BaseCheckpointSaver[str]):
         groups: dict[tuple[str, str], list[Row[Any]]] = defaultdict(list)
         for r in rows:
             groups[(r.thread_id, r.checkpoint_ns)].append(r)
-        loaded: dict[tuple[str, str], tuple[dict[Any, Any], list[Row[Any]]]] = {}
+        values: dict[tuple[str, str], Mapping[tuple[str, str], Row[Any]]] = {}
+        writes: dict[tuple[str, str, str], list[Row[Any]]] = defaultdict(list)
         for (thread_id, ns), group in groups.items():
             keys = {item for r in group for item in r.versions.items()}
             ids = [r.checkpoint_id for r in group]
-            loaded[(thread_id, ns)] = store.get_values_and_writes(
+            values[thread_id, ns], group_writes = store.get_values_and_writes(
                 cur, self._dialect, thread_id, ns, keys, ids
             )
-        result = []
-        for r in rows:
-            values, writes = loaded[(r.thread_id, r.checkpoint_ns)]
-            mine = [wr for wr in writes if wr.checkpoint_id == r.checkpoint_id]
-            result.append(self._tuple(r.thread_id, r, values, mine))
-        return result
+            for wr in group_writes:
+                writes[thread_id, ns, wr.checkpoint_id].append(wr)
+        return [
+            self._tuple(
+                r.thread_id,
+                r,
+                values[r.thread_id, r.checkpoint_ns],
+                writes[r.thread_id, r.checkpoint_ns, r.checkpoint_id],
+            )
+            for r in rows
+        ]
 
     def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
         stype, raw = unpack(row.type, row.blob)
