@@ -300,3 +300,23 @@ def test_delete_by_another_saver_of_the_process_keeps_lists_whole(db_url: str) -
     fresh = PersistSaver.from_url(db_url).get_tuple(latest)
     assert fresh is not None
     assert fresh.checkpoint["channel_values"]["messages"] == messages[:9]
+
+
+def test_put_writes_replaces_several_special_writes(db_url: str) -> None:
+    """Writes to special channels (errors, interrupts, resumes) replace what a retry left."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    saver = PersistSaver.from_url(db_url)
+    config = saver.put(_cfg("special") | {"configurable": {"thread_id": "special",
+                                                            "checkpoint_ns": ""}},
+                       empty_checkpoint(), {"step": -1}, {})
+    for attempt in ("first", "second"):
+        saver.put_writes(config, [("__error__", f"{attempt} error"),
+                                  ("__interrupt__", f"{attempt} question"),
+                                  ("__resume__", f"{attempt} answer")], "task-1")
+    stored = saver.get_tuple(config)
+    assert stored is not None
+    assert sorted(w[1:] for w in stored.pending_writes or []) == [
+        ("__error__", "second error"), ("__interrupt__", "second question"),
+        ("__resume__", "second answer"),
+    ]

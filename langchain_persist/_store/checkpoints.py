@@ -91,9 +91,9 @@ def owner_of(conn: Connection, thread_id: str, checkpoint_ns: str, checkpoint_id
 _CHECKPOINT_UPDATE = ("type", "checkpoint", "versions", "metadata")
 _WRITE_UPDATE = ("channel", "type", "blob", "task_path", "run_id")
 
-# The saver's hot paths: prepared statements on a raw cursor (see `_prepared`).  Statements that
-# take a list of rows or keys are compiled per size; sizes are rounded up to a power of two (the
-# padding repeats the last item) so that few statements are ever compiled.
+# The saver's hot paths: prepared statements on a raw cursor (see `_prepared`), compiled per
+# number of rows or keys.  Lists of keys are rounded up to a power of two (the padding repeats
+# the last key) so that few statements are ever compiled; rows to insert are not padded.
 
 
 def _size(n: int) -> int:
@@ -140,7 +140,7 @@ def _rows_statement(dialect: str, table_name: str, n: int, update: tuple[str, ..
 
 def _rows_params(table: Table, prefix: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     params: dict[str, Any] = {}
-    for i, row in enumerate(_pad(rows)):
+    for i, row in enumerate(rows):  # never padded: a row twice is an error for DO UPDATE
         params.update(_flat(table, f"{prefix}{i}_", row))
     return params
 
@@ -156,17 +156,17 @@ def put_checkpoint(
     params = _flat(t, "c0_", row)
     if values and dialect.name == "postgresql":
         params.update(_rows_params(v, "v", values))
-        _put_statement(dialect, _size(len(values))).execute(cur, params)
+        _put_statement(dialect, len(values)).execute(cur, params)
         return
     if values:
-        n = _size(len(values))
-        _rows_statement(dialect, v.name, n, ()).execute(cur, _rows_params(v, "r", values))
+        stmt = _rows_statement(dialect, v.name, len(values), ())
+        stmt.execute(cur, _rows_params(v, "r", values))
     _put_statement(dialect, 0).execute(cur, params)
 
 
 def put_writes(cur: Any, dialect: Any, rows: list[dict[str, Any]], *, replace: bool) -> None:
     """Store pending writes in one statement; ``replace`` overwrites writes of the same key."""
-    stmt = _rows_statement(dialect, w.name, _size(len(rows)), _WRITE_UPDATE if replace else ())
+    stmt = _rows_statement(dialect, w.name, len(rows), _WRITE_UPDATE if replace else ())
     stmt.execute(cur, _rows_params(w, "r", rows))
 
 
