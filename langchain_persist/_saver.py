@@ -474,8 +474,8 @@ class PersistSaver(BaseCheckpointSaver[str]):
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of a thread."""
         self._bases.forget([str(thread_id)])
-        with self.db.write() as conn:
-            store.delete_threads(conn, [str(thread_id)])
+        with self.db.cursor(write=True) as cur:
+            store.delete_threads(cur, self._dialect, [str(thread_id)])
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (with their writes and values) that some runs wrote.
@@ -530,8 +530,8 @@ class PersistSaver(BaseCheckpointSaver[str]):
             return
         self._bases.forget(thread_ids)
         if strategy == "delete":
-            with self.db.write() as conn:
-                store.delete_threads(conn, thread_ids)
+            with self.db.cursor(write=True) as cur:
+                store.delete_threads(cur, self._dialect, thread_ids)
             return
         for thread_id in thread_ids:  # one short transaction per thread
             with self.db.write() as conn:

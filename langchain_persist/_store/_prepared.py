@@ -40,10 +40,10 @@ class Prepared:
 
     def params(self, values: Mapping[str, Any]) -> Any:
         """The DBAPI parameters for ``values`` (keyed by bind name), processed by type."""
-        if self._defaults:
-            values = {**self._defaults, **values}
-        if self._binds:
-            values = {k: (self._binds[k](v) if k in self._binds else v) for k, v in values.items()}
+        values = {**self._defaults, **values} if self._defaults else dict(values)
+        for name, process in self._binds.items():
+            if name in values:
+                values[name] = process(values[name])
         if self._order is not None:
             return tuple(values[name] for name in self._order)
         return values
