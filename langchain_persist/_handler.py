@@ -355,21 +355,12 @@ class PersistCallbackHandler(BaseCallbackHandler):
         self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Trace ``tool_end``, or ``tool_error`` for a ``ToolMessage`` with status error."""
-        entry = self._runs.pop(run_id, None)
-        if entry is None:
-            return
-        ex, started, name, metadata, extra = entry
-        now = time.time()
-        kind = "tool_error" if getattr(output, "status", None) == "error" else "tool_end"
-        if kind == "tool_error":
-            extra = {**(extra or {}), "handled": True}
+        failed = getattr(output, "status", None) == "error"
         content = getattr(output, "content", None)
-        with ex.lock:
-            ex.tool_calls += 1
-        self._put(TraceEvent(
-            ex.agent_id, ex.execution_id, kind, name, output if content is None else content,
-            run_id, parent_run_id, (now - started) * 1000, now, metadata, extra,
-        ))
+        self._end_tool(
+            "tool_error" if failed else "tool_end", output if content is None else content,
+            run_id, parent_run_id, handled=failed,
+        )
 
     @_guarded
     def on_tool_error(
@@ -381,23 +372,36 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Trace ``tool_error`` with the exception (``tool_interrupt`` for an ``interrupt()``)."""
-        entry = self._runs.pop(run_id, None)
-        if entry is None:
-            return
-        ex, started, name, metadata, extra = entry
-        now = time.time()
+        paused = isinstance(error, GraphInterrupt)
         kind = "tool_error"
         if isinstance(error, GraphBubbleUp):  # interrupt() or a Command: not a failure
-            kind = "tool_interrupt" if isinstance(error, GraphInterrupt) else "tool_end"
-            ex.interrupted = ex.interrupted or isinstance(error, GraphInterrupt)
-        else:
-            ex.last_error = error
+            kind = "tool_interrupt" if paused else "tool_end"
+        ex = self._end_tool(kind, _error_text(error), run_id, parent_run_id)
+        if ex is not None:
+            if paused:
+                ex.interrupted = True
+            elif kind == "tool_error":
+                ex.last_error = error
+
+    def _end_tool(
+        self, kind: str, content: Any, run_id: UUID, parent_run_id: UUID | None,
+        *, handled: bool = False,
+    ) -> _Execution | None:
+        """Trace the end of a tool call and count it; the execution it belongs to, if known."""
+        entry = self._runs.pop(run_id, None)
+        if entry is None:
+            return None
+        ex, started, name, metadata, extra = entry
+        if handled:
+            extra = {**(extra or {}), "handled": True}
+        now = time.time()
         with ex.lock:
             ex.tool_calls += 1
         self._put(TraceEvent(
-            ex.agent_id, ex.execution_id, kind, name, _error_text(error), run_id,
-            parent_run_id, (now - started) * 1000, now, metadata, extra,
+            ex.agent_id, ex.execution_id, kind, name, content, run_id, parent_run_id,
+            (now - started) * 1000, now, metadata, extra,
         ))
+        return ex
 
     # -- models --------------------------------------------------------------------------------
 
