@@ -10,11 +10,12 @@ bytes only, and names its base.  The check is on bytes, so it holds however the 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import zstandard
 
-from ._errors import SerializationError
+from ._errors import SerializationError, StorageError
 
 ZSTD = "+zstd"
 EMPTY = "empty"
@@ -93,3 +94,30 @@ def join_tail(base: bytes, tail: bytes) -> bytes:
     if not head:
         raise ValueError("corrupt list tail: no msgpack array header")
     return tail[:head] + base[_array_header(base) :] + tail[head:]
+
+
+def load_value(serde: Any, row: Any, rows: Mapping[tuple[str, str], Any]) -> Any:
+    """Deserialize a stored channel value; a tail is joined to its base from ``rows``."""
+    stype, raw = unpack(row.type, row.blob)
+    if row.base_version is not None:
+        base = rows.get((row.channel, row.base_version))
+        if base is None:
+            raise StorageError(
+                f"channel {row.channel!r} version {row.version} is stored as what was "
+                f"appended to version {row.base_version}, which is gone (deleted by "
+                "another process while this thread ran?); resume from an earlier checkpoint"
+            )
+        raw = join_tail(unpack(base.type, base.blob)[1], raw)
+    return serde.loads_typed((stype, raw))
+
+
+def load_values(
+    serde: Any, versions: Mapping[str, str], rows: Mapping[tuple[str, str], Any]
+) -> dict[str, Any]:
+    """The channel values a checkpoint's versions name (channels stored empty are left out)."""
+    values = {}
+    for channel, version in versions.items():
+        row = rows.get((channel, version))
+        if row is not None and row.type != EMPTY:
+            values[channel] = load_value(serde, row, rows)
+    return values

@@ -34,9 +34,9 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Row
 
 from ._aio import async_twin
-from ._codec import EMPTY, dump, is_list, join_tail, pack, tail_of, unpack
+from ._codec import EMPTY, dump, is_list, load_value, load_values, pack, tail_of, unpack
 from ._engine import get_database
-from ._errors import StorageError, ValidationError
+from ._errors import ValidationError
 from ._ids import uuid7
 from ._migrate import ensure_schema
 from ._sanitize import jsonable
@@ -359,30 +359,6 @@ class PersistSaver(BaseCheckpointSaver[str]):
             for r in rows
         ]
 
-    def _decode(self, row: Row[Any], rows: Mapping[tuple[str, str], Row[Any]]) -> Any:
-        stype, raw = unpack(row.type, row.blob)
-        if row.base_version is not None:
-            base = rows.get((row.channel, row.base_version))
-            if base is None:
-                raise StorageError(
-                    f"channel {row.channel!r} version {row.version} is stored as what was "
-                    f"appended to version {row.base_version}, which is gone (deleted by "
-                    "another process while this thread ran?); resume from an earlier checkpoint"
-                )
-            raw = join_tail(unpack(base.type, base.blob)[1], raw)
-        return self.serde.loads_typed((stype, raw))
-
-    def _values(
-        self, versions: Mapping[str, str], rows: Mapping[tuple[str, str], Row[Any]]
-    ) -> dict[str, Any]:
-        """Channel values of a checkpoint (channels stored empty are left out)."""
-        values = {}
-        for channel, version in versions.items():
-            row = rows.get((channel, version))
-            if row is not None and row.type != EMPTY:
-                values[channel] = self._decode(row, rows)
-        return values
-
     def _tuple(
         self,
         thread_id: str,
@@ -392,7 +368,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
     ) -> CheckpointTuple:
         checkpoint = self.serde.loads_typed(unpack(row.type, row.checkpoint))
         checkpoint["channel_versions"] = dict(row.versions)
-        checkpoint["channel_values"] = self._values(row.versions, values)
+        checkpoint["channel_values"] = load_values(self.serde, row.versions, values)
         ns = row.checkpoint_ns
         return CheckpointTuple(
             config=_config(thread_id, ns, row.checkpoint_id),
@@ -408,18 +384,6 @@ class PersistSaver(BaseCheckpointSaver[str]):
 
     def _write(self, row: Row[Any]) -> PendingWrite:
         return (row.task_id, row.channel, self.serde.loads_typed(unpack(row.type, row.blob)))
-
-    def state_view(self, conn: Any, row: Row[Any]) -> dict[str, Any]:
-        """A JSON-readable view of a stored checkpoint's channel values (``conn``: a read)."""
-        values, _ = store.get_values_and_writes(
-            conn.connection.cursor(),
-            conn.dialect,
-            row.thread_id,
-            row.checkpoint_ns,
-            row.versions.items(),
-            [],
-        )
-        return jsonable(self._values(row.versions, values))
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -457,7 +421,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                     for channel in [c for c in left if c in r.versions]:
                         value = values.get((channel, r.versions[channel]))
                         if value is not None and value.type != EMPTY:
-                            seeds[channel] = self._decode(value, values)
+                            seeds[channel] = load_value(self.serde, value, values)
                             left.discard(channel)
                     if not left:
                         break

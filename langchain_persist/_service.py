@@ -10,13 +10,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from ._aio import async_twin
+from ._codec import load_values
 from ._engine import Database, get_database, resolve_url
 from ._errors import NotFoundError, OwnershipError, StorageError, ValidationError
 from ._ids import uuid7
@@ -26,9 +27,6 @@ from ._sanitize import clean_text, jsonable, to_text, truncate
 from ._schema import LOG_LEVELS, RESULT_STATUSES, agent_traces, execution_logs
 from ._store import checkpoints, events, results
 from ._store._paging import as_utc
-
-if TYPE_CHECKING:
-    from ._saver import PersistSaver
 
 logger = logging.getLogger("langchain_persist")
 
@@ -91,6 +89,17 @@ def _limit(limit: int) -> int:
     return limit
 
 
+def _checkpoint_view(conn: Any, row: Any) -> dict[str, Any]:
+    """The channel values of a checkpoint PersistSaver stored, as JSON (LangGraph's serializer)."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    values, _ = checkpoints.get_values_and_writes(
+        conn.connection.cursor(), conn.dialect, row.thread_id, row.checkpoint_ns,
+        row.versions.items(), [],
+    )
+    return jsonable(load_values(JsonPlusSerializer(), row.versions, values))
+
+
 def cutoff(older_than: Age) -> dt.datetime:
     """The moment before which rows count as old: a datetime, or an age back from now."""
     if isinstance(older_than, dt.timedelta):
@@ -128,7 +137,6 @@ class ResultsPersistenceService:
         self.trace_content_limit = trace_content_limit
         self.cleanup_batch_size = cleanup_batch_size
         self.dropped: Counter[str] = Counter()
-        self._checkpoint_reader: PersistSaver | None = None
 
     def __repr__(self) -> str:
         return f"ResultsPersistenceService({self._db or self._url!r})"
@@ -492,17 +500,9 @@ class ResultsPersistenceService:
                     f"checkpoint {checkpoint_id!r} belongs to agent {row.agent_id!r}, "
                     f"not {agent_id!r}"
                 )
-            # a LangGraph checkpoint (written by PersistSaver): show its channel values as JSON
-            state = row.state if row.checkpoint is None else self._saver().state_view(conn, row)
+            # a LangGraph checkpoint (written by PersistSaver): its channel values as JSON
+            state = row.state if row.checkpoint is None else _checkpoint_view(conn, row)
         return dataclasses.replace(CheckpointState.from_row(row), state=state)
-
-    def _saver(self) -> PersistSaver:
-        """A saver on the same database, to decode the checkpoints `PersistSaver` wrote."""
-        from ._saver import PersistSaver
-
-        if self._checkpoint_reader is None:
-            self._checkpoint_reader = PersistSaver(self._url, migrate=self.migrate)
-        return self._checkpoint_reader
 
     # -- cleanup ------------------------------------------------------------------------------
 
