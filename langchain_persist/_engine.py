@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
 from ._errors import ConfigurationError, StorageError
 
@@ -103,7 +103,10 @@ class Database:
         """
         in_transaction = write and self.dialect == "sqlite"
         with self._sqlite_writer if write else nullcontext():
-            conn = self.fast.raw_connection()
+            try:
+                conn = self.fast.raw_connection()
+            except (self.fast.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:
+                raise self._failed(write, exc) from exc
             try:
                 cur = conn.cursor()
                 if in_transaction:
@@ -118,13 +121,17 @@ class Database:
                     cur.execute("COMMIT")
             except self.fast.dialect.loaded_dbapi.Error as exc:
                 conn.invalidate(exc)
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise StorageError(
-                    f"{'writing to' if write else 'reading from'} {self!r} failed: "
-                    f"{type(exc).__name__}: {first_line}"
-                ) from exc
+                raise self._failed(write, exc) from exc
             finally:
                 conn.close()
+
+    def _failed(self, write: bool, exc: BaseException) -> StorageError:
+        text = str(exc).strip()
+        first_line = text.splitlines()[0] if text else ""
+        return StorageError(
+            f"{'writing to' if write else 'reading from'} {self!r} failed: "
+            f"{type(exc).__name__}: {first_line}"
+        )
 
     def dispose(self) -> None:
         """Close every pooled connection."""

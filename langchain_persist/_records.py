@@ -15,9 +15,9 @@ class _Record:
     """Builds a record from a database row, whatever the dialect returned."""
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Self:
-        """Make the record from a row that has (at least) its fields as columns."""
-        values = row._mapping
+    def from_row(cls, row: Row[Any] | Any) -> Self:
+        """Make the record from a row (or a named tuple) that has at least its fields."""
+        values = row._mapping if hasattr(row, "_mapping") else row._asdict()
         return cls(**{f.name: _normalize(values[f.name]) for f in fields(cls)})  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,12 +33,6 @@ logger = logging.getLogger("langchain_persist")
 DEFAULT_TRACE_CONTENT_LIMIT = 1000
 DEFAULT_CLEANUP_BATCH = 5000
 MAX_PAGE = 10_000
-# Which status a result may move to from each status.
-STATUS_MOVES = {
-    "running": {"running", "completed", "failed"},
-    "completed": {"completed"},
-    "failed": {"failed"},
-}
 _LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
 
 Age = dt.datetime | dt.timedelta
@@ -184,8 +178,8 @@ class ResultsPersistenceService:
             "updated_at": now,
             "completed_at": now if status != "running" else None,
         }
-        with self._blocking("save the result"), self.db.write() as conn:
-            return results.insert_result(conn, values)
+        with self._blocking("save the result"), self.db.cursor(write=True) as cur:
+            return results.insert_result(cur, self.db.fast.dialect, values)
 
     def update_result(
         self,
@@ -223,32 +217,29 @@ class ResultsPersistenceService:
         patch = _metadata(metadata)
         if status is not None:
             _status(status)
-        with self._blocking("update the result"), self.db.write() as conn:
-            key = _uuid(result_id)
-            current = key and results.get_result(conn, key, for_update=True)
+        key = _uuid(result_id)
+        dialect = self.db.fast.dialect
+        with self._blocking("update the result"), self.db.cursor(write=True) as cur:
+            updated = key and results.update_result(
+                cur, dialect, key, changes, status=status, patch=patch, now=_now()
+            )
+            if updated:
+                return updated
+            current = key and results.get_result(cur, dialect, key)
             if not current:
                 raise NotFoundError(f"no result with id {result_id!r}")
-            if status is not None and status != current.status:
-                if status not in STATUS_MOVES[current.status]:
-                    raise ValidationError(
-                        f"result {result_id} is {current.status}; it cannot become {status} "
-                        "(save a new result for a new run)"
-                    )
-                changes["status"] = status
-                if status in results.FINISHED:
-                    changes["completed_at"] = _now()
-            if patch:
-                changes["metadata"] = {**current.metadata, **patch}
-            changes["updated_at"] = _now()
-            return results.update_result(conn, current.id, changes)
+            raise ValidationError(
+                f"result {result_id} is {current.status}; it cannot become {status} "
+                "(save a new result for a new run)"
+            )
 
     def get_result(self, result_id: str) -> AgentResult | None:
         """A result by id, or None."""
         key = _uuid(result_id)
         if key is None:
             return None
-        with self.db.read() as conn:
-            return results.get_result(conn, key)
+        with self.db.cursor() as cur:
+            return results.get_result(cur, self.db.fast.dialect, key)
 
     def get_agent_results(
         self,
@@ -315,8 +306,8 @@ class ResultsPersistenceService:
 
     def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
         """The newest checkpoint id stored for a thread (by `PersistSaver`), or None."""
-        with self.db.read() as conn:
-            return results.latest_checkpoint_id(conn, thread_id, checkpoint_ns)
+        with self.db.cursor() as cur:
+            return results.latest_checkpoint_id(cur, self.db.fast.dialect, thread_id, checkpoint_ns)
 
     # -- logs and traces (never raise) --------------------------------------------------------
 
@@ -591,13 +582,14 @@ class ResultsPersistenceService:
         """Turn a database failure of a blocking write into a `StorageError` naming the fix."""
         try:
             yield
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StorageError) as exc:
+            cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
             where = make_url(resolve_url(self._url)).render_as_string()
             raise StorageError(
-                f"could not {action} in {where}: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0]} (is the database up and its schema current? "
-                "try `langchain-persist db check`)"
-            ) from exc
+                f"could not {action} in {where}: {type(cause).__name__}: "
+                f"{(str(cause).strip() or '?').splitlines()[0]} (is the database up and its "
+                "schema current? try `langchain-persist db check`)"
+            ) from cause
 
     def close(self) -> None:
         """Release this service's pooled connections."""

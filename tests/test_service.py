@@ -121,6 +121,23 @@ def test_status_moves(service: ResultsPersistenceService) -> None:
     assert service.update_result(result.id, metadata={"note": "x"}).metadata == {"note": "x"}
 
 
+def test_update_is_a_top_level_merge(service: ResultsPersistenceService) -> None:
+    """One statement on PostgreSQL, a read and a write on SQLite: the same rules on both."""
+    result = service.save_result(agent_id="a", metadata={"usage": {"in": 1, "out": 2}, "k": 1})
+    done = service.update_result(
+        result.id, status="completed", metadata={"usage": {"in": 5}, "gone": None}
+    )
+    # a nested object is replaced, not merged; None is kept as a value
+    assert done.metadata == {"usage": {"in": 5}, "k": 1, "gone": None}
+    again = service.update_result(result.id, status="completed", result="second")
+    assert again.completed_at == done.completed_at  # completed once, not twice
+    assert again.result == "second" and again.updated_at >= done.updated_at
+    with pytest.raises(NotFoundError):
+        service.update_result(str(uuid.uuid4()), status="completed")
+    with pytest.raises(NotFoundError):
+        service.update_result("not-an-id", metadata={"x": 1})
+
+
 def test_nul_bytes_and_unusual_metadata(service: ResultsPersistenceService) -> None:
     class Model(BaseModel):
         name: str

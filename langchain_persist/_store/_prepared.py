@@ -31,8 +31,12 @@ class Prepared:
                 self._binds[name] = processor
         self._results: list[Callable[[Any], Any] | None] = []
         self._row: type[NamedTuple] | None = None
+        columns = None
         if getattr(statement, "is_select", False) or hasattr(statement, "selected_columns"):
             columns = list(statement.selected_columns)
+        elif getattr(statement, "_returning", ()):  # INSERT / UPDATE ... RETURNING
+            columns = list(statement.exported_columns)
+        if columns is not None:
             self._results = [
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
             ]
@@ -53,7 +57,8 @@ class Prepared:
         cursor.execute(self.sql, self.params(values))
 
     def fetch(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
-        """Run a SELECT and return its rows as named tuples, values processed by type."""
+        """Run a SELECT (or a RETURNING statement) and return its rows as named tuples, values
+        processed by type."""
         cursor.execute(self.sql, self.params(values))
         assert self._row is not None
         make, processors = self._row._make, self._results

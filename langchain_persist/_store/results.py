@@ -5,35 +5,95 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy.engine import Dialect
 
 from .._records import AgentResult, Page
 from .._schema import agent_results as t
 from .._schema import checkpoint_states
 from ._paging import after_cursor, count_where, delete_batch, encode_cursor
+from ._prepared import prepared
 
 FINISHED = ("completed", "failed")
 
+# Creating and finishing a result are blocking writes on the caller's thread (a callback
+# handler writes one per run), so they are prepared statements on a raw cursor (see
+# `_prepared`): on PostgreSQL one autocommitted round trip each.
 
-def insert_result(conn: Connection, values: dict[str, Any]) -> AgentResult:
+
+def _bind(name: str) -> Any:
+    return bindparam(name, type_=t.c[name].type)
+
+
+@prepared
+def _insert_statement(dialect: str) -> Any:
+    return t.insert().values({c.name: _bind(c.name) for c in t.c}).returning(*t.c)
+
+
+def insert_result(cur: Any, dialect: Dialect, values: dict[str, Any]) -> AgentResult:
     """Insert one result row and return it."""
-    row = conn.execute(insert(t).values(values).returning(*t.c)).one()
-    return AgentResult.from_row(row)
+    return AgentResult.from_row(_insert_statement(dialect).fetch(cur, values)[0])
 
 
-def get_result(conn: Connection, result_id: str, *, for_update: bool = False) -> AgentResult | None:
+@prepared
+def _get_statement(dialect: str) -> Any:
+    return select(t).where(t.c.id == _bind("id"))
+
+
+def get_result(cur: Any, dialect: Dialect, result_id: str) -> AgentResult | None:
     """One result by id, or None."""
-    query = select(t).where(t.c.id == result_id)
-    if for_update and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).one_or_none()
-    return AgentResult.from_row(row) if row else None
+    rows = _get_statement(dialect).fetch(cur, {"id": result_id})
+    return AgentResult.from_row(rows[0]) if rows else None
 
 
-def update_result(conn: Connection, result_id: str, values: dict[str, Any]) -> AgentResult:
-    """Set ``values`` on one result and return the new row."""
-    row = conn.execute(update(t).where(t.c.id == result_id).values(values).returning(*t.c)).one()
-    return AgentResult.from_row(row)
+@prepared
+def _update_statement(
+    dialect: str, columns: tuple[str, ...], status: str | None, merge: bool
+) -> Any:
+    values = {name: _bind(name) for name in columns}
+    where = t.c.id == _bind("id")
+    if merge:  # PostgreSQL: a top-level merge of JSONB objects
+        values["metadata"] = t.c.metadata.op("||")(_bind("metadata"))
+    if status is not None:
+        values["status"] = _bind("status")
+        # a result moves from running to any status, and stays what it is
+        where &= (t.c.status == _bind("status")) | (t.c.status == "running")
+        if status in FINISHED:
+            values["completed_at"] = case(
+                (t.c.status == _bind("status"), t.c.completed_at), else_=_bind("updated_at")
+            )
+    values["updated_at"] = _bind("updated_at")
+    return update(t).where(where).values(values).returning(*t.c)
+
+
+def update_result(
+    cur: Any,
+    dialect: Dialect,
+    result_id: str,
+    changes: dict[str, Any],
+    *,
+    status: str | None,
+    patch: dict[str, Any],
+    now: dt.datetime,
+) -> AgentResult | None:
+    """Set ``changes``, merge ``patch`` into the metadata and move to ``status`` (if given).
+
+    One statement on PostgreSQL; on SQLite the metadata is merged in the transaction the caller
+    holds.  None when no row changed: the id is unknown, or the row cannot move to ``status``
+    (running may become anything; completed and failed are final).
+    """
+    merge = bool(patch) and dialect.name == "postgresql"
+    if patch and not merge:
+        current = get_result(cur, dialect, result_id)
+        if current is None:
+            return None
+        changes = {**changes, "metadata": {**current.metadata, **patch}}
+    stmt = _update_statement(dialect, tuple(sorted(changes)), status, merge)
+    params = {**changes, "id": result_id, "status": status, "updated_at": now}
+    if merge:
+        params["metadata"] = patch
+    rows = stmt.fetch(cur, params)
+    return AgentResult.from_row(rows[0]) if rows else None
 
 
 def list_results(
@@ -93,16 +153,27 @@ def mark_running_before(
     return [str(r.id) for r in rows]
 
 
-def latest_checkpoint_id(conn: Connection, thread_id: str, checkpoint_ns: str = "") -> str | None:
+@prepared
+def _latest_checkpoint_statement(dialect: str) -> Any:
+    c = checkpoint_states.c
+    return (
+        select(c.checkpoint_id)
+        .where(c.thread_id == bindparam("thread_id"), c.checkpoint_ns == bindparam("ns"))
+        # the whole primary key, so that the planner walks it backwards and stops at once
+        .order_by(c.thread_id.desc(), c.checkpoint_ns.desc(), c.checkpoint_id.desc())
+        .limit(1)
+    )
+
+
+def latest_checkpoint_id(
+    cur: Any, dialect: Dialect, thread_id: str, checkpoint_ns: str = ""
+) -> str | None:
     """The newest checkpoint id of a thread, for a result's ``checkpoint_id``.
 
     LangGraph's checkpoint ids sort by creation time; rows are those `PersistSaver` (or
     `save_checkpoint_state`) wrote.
     """
-    c = checkpoint_states.c
-    return conn.execute(
-        select(c.checkpoint_id)
-        .where(c.thread_id == thread_id, c.checkpoint_ns == checkpoint_ns)
-        .order_by(c.checkpoint_id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    rows = _latest_checkpoint_statement(dialect).fetch(
+        cur, {"thread_id": thread_id, "ns": checkpoint_ns}
+    )
+    return rows[0].checkpoint_id if rows else None
