@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
 from ._errors import ConfigurationError, StorageError
+from ._sanitize import dumps
 
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
@@ -163,6 +164,7 @@ def _sqlite_engine(url: str) -> Engine:
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=8,
         max_overflow=16,
+        json_serializer=dumps,
     )
 
     @event.listens_for(engine, "connect")
@@ -199,6 +201,7 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
         max_overflow=20,
         pool_recycle=1800,
         connect_args={"prepare_threshold": _prepare_threshold()},
+        json_serializer=dumps,
         **options,
     )
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+# Random bits from a generator of our own, seeded by the OS and re-seeded in a forked child (an
+# application's random.seed() does not touch it): ids need to be unique, not secret, and
+# os.urandom costs a system call per id.
+_random = random.Random()
+_bits = _random.getrandbits
+os.register_at_fork(after_in_child=_random.seed)
 
 
 def uuid7() -> str:
@@ -17,13 +24,13 @@ def uuid7() -> str:
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
-            _last_ms, _counter = ms, int.from_bytes(os.urandom(2)) & 0x3FF
+            _last_ms, _counter = ms, _bits(10)
         else:  # same millisecond (or the clock stepped back): count up within it
             _counter += 1
             if _counter > 0xFFF:
                 _last_ms, _counter = _last_ms + 1, 0
         ms, counter = _last_ms, _counter
-    rand = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    rand = _bits(62)
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand
     text = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, at a third of the cost
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -44,6 +44,8 @@ def _now() -> dt.datetime:
 
 def _key(field: str, value: Any, *, required: bool = True) -> str | None:
     """Validate an id-like field: a non-empty string of at most 255 characters."""
+    if type(value) is str and 0 < len(value) <= 255 and "\x00" not in value and not value.isspace():
+        return value  # the common case, checked at a quarter of the cost
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():

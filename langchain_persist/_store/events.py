@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, insert, select
 
 from .._records import AgentTrace, ExecutionLog, Page
+from .._sanitize import dumps
 from .._schema import agent_traces, execution_logs
 from ._paging import after_cursor, count_where, delete_batch, encode_cursor
 
@@ -57,7 +57,6 @@ def _copy_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -
     columns = [(c.name, isinstance(c.type, JSON)) for c in table.c]
     quote = conn.dialect.identifier_preparer.quote
     sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n, _ in columns)}) FROM STDIN"
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
         write = copy.write_row
