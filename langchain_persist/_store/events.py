@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, insert, select
+from sqlalchemy import JSON, Connection, Table, select
 
 from .._records import AgentTrace, ExecutionLog, Page
 from .._sanitize import dumps
@@ -25,47 +26,53 @@ def insert_events(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
 
     Both store exactly what ``conn.execute(insert(table), rows)`` would (the columns' own bind
     processing), at a fraction of its per-row cost, which the background writer's sustained
-    ingest needs (tens of thousands of rows per second).
+    ingest needs (tens of thousands of rows per second).  Rows have every column as a key (as
+    `ResultsPersistenceService.trace_row` and ``log_row`` make them).
     """
     if not rows:
         return
+    encode = _encoder(conn.dialect, table)
     if conn.dialect.name == "postgresql":
-        _copy_rows(conn, table, rows)
-    elif conn.dialect.name == "sqlite":
-        sql, columns = _bulk_insert(conn.dialect, table)
-        procs = [(c.name, p) for c, p in columns]
-        conn.exec_driver_sql(sql, [
-            tuple(r.get(name) if p is None else p(r.get(name)) for name, p in procs)
-            for r in rows
-        ])
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        conn.execute(insert(table), list(rows))
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c.name) for c in table.c)
+        sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
+        raw = conn.connection.dbapi_connection
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+            write = copy.write_row
+            for r in rows:
+                write(encode(r))
+    else:
+        quote = conn.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c.name) for c in table.c)
+        marks = ", ".join("?" for _ in table.c)
+        sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+        conn.exec_driver_sql(sql, [encode(r) for r in rows])
 
 
 @functools.cache
-def _bulk_insert(dialect: Any, table: Table) -> tuple[str, list[tuple[Any, Any]]]:
-    """The positional INSERT of every column, and each column's bind processor."""
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(c.name) for c in table.c)
-    marks = ", ".join("?" for _ in table.c)
-    processors = [(c, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in table.c]
-    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})", processors
+def _encoder(dialect: Any, table: Table) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values in column order, each as the driver takes it.
 
+    On SQLite that is the column type's own bind processing; ``COPY`` on PostgreSQL takes
+    datetimes and ids as they are, and JSON as text.
+    """
+    get = operator.itemgetter(*(c.name for c in table.c))
+    if dialect.name == "postgresql":
+        steps = [(i, dumps) for i, c in enumerate(table.c) if isinstance(c.type, JSON)]
+    else:
+        steps = [
+            (i, p) for i, c in enumerate(table.c)
+            if (p := c.type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        ]
 
-def _copy_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """``COPY ... FROM STDIN`` in the open transaction; JSON columns go as JSON text."""
-    columns = [(c.name, isinstance(c.type, JSON)) for c in table.c]
-    quote = conn.dialect.identifier_preparer.quote
-    sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n, _ in columns)}) FROM STDIN"
-    raw = conn.connection.dbapi_connection
-    with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
-        write = copy.write_row
-        for r in rows:
-            write([
-                dumps(v) if is_json and v is not None else v
-                for (name, is_json) in columns
-                for v in (r.get(name),)
-            ])
+    def encode(row: dict[str, Any]) -> tuple[Any, ...]:
+        values = list(get(row))
+        for i, step in steps:
+            if values[i] is not None:
+                values[i] = step(values[i])
+        return tuple(values)
+
+    return encode
 
 
 def list_events(
