@@ -51,23 +51,30 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
-        since = messages[start + 1 :]
-        turn_no = sum(1 for m in since if isinstance(m, AIMessage))
-        turn = self.script[min(turn_no, len(self.script) - 1)]
+        human = messages[start] if start >= 0 else None
+        message = self._reply(human, messages[start + 1 :])
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _reply(self, human: BaseMessage | None, since: Sequence[BaseMessage]) -> AIMessage:
+        """The next turn of the script, given the messages since the last human message."""
+        turn = self.script[min(sum(isinstance(m, AIMessage) for m in since), len(self.script) - 1)]
+        if isinstance(turn, str):
+            return self._message(_fill(turn, since))
+        return self._message("", [(c["name"], c.get("args", {})) for c in turn])
+
+    def _message(
+        self, content: str, calls: Sequence[tuple[str, Mapping[str, Any]]] = ()
+    ) -> AIMessage:
+        """An answer, or tool calls (name, args) with fresh ids, with this model's token usage."""
         usage = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.input_tokens + self.output_tokens,
         }
-        if isinstance(turn, str):
-            message = AIMessage(content=_fill(turn, since), usage_metadata=usage)
-        else:
-            calls = [
-                {"name": c["name"], "args": dict(c.get("args", {})), "id": f"call_{next(_ids)}"}
-                for c in turn
-            ]
-            message = AIMessage(content="", tool_calls=calls, usage_metadata=usage)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        tool_calls = [
+            {"name": name, "args": dict(args), "id": f"call_{next(_ids)}"} for name, args in calls
+        ]
+        return AIMessage(content=content, tool_calls=tool_calls, usage_metadata=usage)
 
 
 def _fill(text: str, messages: Sequence[BaseMessage]) -> str:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.tools import ToolException, tool
 
-_ids = itertools.count()
+from langchain_persist import testing
 
 
-class ScriptedChatModel(BaseChatModel):
+class ScriptedChatModel(testing.ScriptedChatModel):
     """A chat model that calls tools by a fixed plan, then answers.
 
     ``plan`` lists the steps of one run: each step is the names of the tools to call at once.
@@ -25,37 +21,22 @@ class ScriptedChatModel(BaseChatModel):
 
     plan: Sequence[Sequence[str]] = (("echo",),)
     usage: bool = True
+    input_tokens: int = 10
+    output_tokens: int = 5
 
-    @property
-    def _llm_type(self) -> str:
-        return "scripted"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
-        """Tools are part of the plan already."""
-        return self
-
-    def _generate(
-        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        start = max(
-            (i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1
-        )
-        human = messages[start].content if start >= 0 else ""
-        step = sum(
-            1 for m in messages[start + 1:] if isinstance(m, AIMessage) and m.tool_calls
-        )
-        done = sum(1 for m in messages[start + 1:] if isinstance(m, ToolMessage))
-        usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15} if self.usage else None
+    def _reply(self, human: BaseMessage | None, since: Sequence[BaseMessage]) -> AIMessage:
+        text = human.content if human is not None else ""
+        step = sum(1 for m in since if isinstance(m, AIMessage) and m.tool_calls)
+        done = sum(1 for m in since if isinstance(m, ToolMessage))
         if step < len(self.plan):
-            calls = [
-                {"name": name, "args": {"text": f"{human}#{done + i}"}, "id": f"call-{next(_ids)}"}
-                for i, name in enumerate(self.plan[step])
-            ]
-            message = AIMessage(content="", tool_calls=calls, usage_metadata=usage)
+            names = self.plan[step]
+            calls = [(name, {"text": f"{text}#{done + i}"}) for i, name in enumerate(names)]
+            message = self._message("", calls)
         else:
-            message = AIMessage(content=f"answer to {human}", usage_metadata=usage)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+            message = self._message(f"answer to {text}")
+        if not self.usage:
+            message.usage_metadata = None
+        return message
 
 
 @tool
