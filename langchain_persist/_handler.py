@@ -68,47 +68,50 @@ PROGRESS_EVERY = 1.0  # seconds between two background updates of a running resu
 _RETRY_TAG = "retry:attempt:"
 
 
-class _Execution(ResultOwner):
-    """What the handler knows about one execution while it runs (one per root run)."""
+# Guards the counters of every execution: their updates are rare and tiny.
+_COUNTING = threading.Lock()
 
-    __slots__ = (
-        "agent_id", "execution_id", "failed_tasks", "first_step", "interrupted", "last_error",
-        "last_step", "limit", "llm_calls", "lock", "name", "near_limit", "opening", "partial",
-        "progress_at",
-        "root_run_id", "started", "thread_id", "tool_calls", "usage",
-    )
+
+class _Execution:
+    """What the handler knows about one execution while it runs.
+
+    One per root run, and one per tool or model called on its own (made per call), so it sets
+    only what every execution needs; the rest are class defaults until first changed.  A root
+    run's result row is shared with the writer through ``row``.  ``execution_id`` stays the
+    run's UUID until the writer formats it, unless a result row needs it as text.
+    """
+
+    row: ResultOwner | None = None
+    opening: dict[str, Any] | None = None  # the save_result arguments of its running row
+    llm_calls = 0
+    tool_calls = 0
+    usage: dict[str, int] | None = None
+    first_step: int | None = None
+    last_step: int | None = None
+    limit: int | None = None
+    near_limit = False
+    partial: Any = None
+    last_error: BaseException | None = None
+    failed_tasks: set[str] | None = None  # LangGraph tasks that raised
+    progress_at = 0.0
+    interrupted = False  # a node called interrupt(): the run waits for input
 
     def __init__(
-        self, agent_id: str, execution_id: str, root_run_id: UUID, name: str | None,
+        self, agent_id: str, execution_id: str | UUID, root_run_id: UUID, name: str | None,
         thread_id: str | None,
     ) -> None:
-        super().__init__()
         self.agent_id = agent_id
         self.execution_id = execution_id
         self.root_run_id = root_run_id
         self.name = name
         self.thread_id = thread_id
-        self.opening: dict[str, Any] = {}  # the save_result arguments of its running row
         self.started = time.time()
-        self.lock = threading.Lock()
-        self.llm_calls = 0
-        self.tool_calls = 0
-        self.usage: dict[str, int] = {}
-        self.first_step: int | None = None
-        self.last_step: int | None = None
-        self.limit: int | None = None
-        self.near_limit = False
-        self.partial: Any = None
-        self.last_error: BaseException | None = None
-        self.failed_tasks: set[str] | None = None  # LangGraph tasks that raised
-        self.progress_at = 0.0
-        self.interrupted = False  # a node called interrupt(): the run waits for input
 
     def summary(self) -> dict[str, Any]:
         """The counters kept in the result's metadata."""
         steps = 0 if self.first_step is None else self.last_step - self.first_step + 1  # type: ignore[operator]
         return {
-            "usage": dict(self.usage), "steps": steps, "llm_calls": self.llm_calls,
+            "usage": dict(self.usage or {}), "steps": steps, "llm_calls": self.llm_calls,
             "tool_calls": self.tool_calls,
             "duration_ms": round((time.time() - self.started) * 1000, 3),
         }
@@ -395,7 +398,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         if handled:
             extra = {**(extra or {}), "handled": True}
         now = time.time()
-        with ex.lock:
+        with _COUNTING:
             ex.tool_calls += 1
         self._put(TraceEvent(
             ex.agent_id, ex.execution_id, kind, name, content, run_id, parent_run_id,
@@ -464,9 +467,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
             (response.llm_output or {}).get("token_usage") if response.llm_output else None
         )
         calls = getattr(message, "tool_calls", None)
-        with ex.lock:
+        with _COUNTING:
             ex.llm_calls += 1
             if usage:
+                if ex.usage is None:
+                    ex.usage = {}
                 for key in ("input_tokens", "output_tokens", "total_tokens",
                             "prompt_tokens", "completion_tokens"):
                     value = usage.get(key)
@@ -488,7 +493,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             ex.progress_at = now
             self._put(ResultWrite("progress", ex.execution_id, {
                 "status": "running", "result": ex.partial, "metadata": ex.summary(),
-            }, ex))
+            }, ex.row))
 
     @_guarded
     def on_llm_error(
@@ -562,6 +567,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
         """
         meta = metadata or {}
         ex = self._execution(run_id, name, meta)
+        ex.execution_id = str(ex.execution_id)
+        ex.row = row = ResultOwner()
         quest_id = meta.get("quest_id")
         ex.opening = {
             "agent_id": ex.agent_id, "execution_id": ex.execution_id, "thread_id": ex.thread_id,
@@ -570,11 +577,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
         }
         if self.raise_error:
             try:
-                ex.result_id = self.service.save_result(**ex.opening).id
+                row.result_id = self.service.save_result(**ex.opening).id
             except PersistenceError as exc:
                 self._result_failed("create", ex, exc)
         else:
-            self._put(ResultWrite("open", ex.execution_id, ex.opening, ex))
+            self._put(ResultWrite("open", ex.execution_id, ex.opening, row))
         self._log(ex, "info", f"execution started: {name or 'run'}",
                   {"run_id": str(run_id)}, detail=inputs)
         return ex
@@ -583,8 +590,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
         self, ex: _Execution, *, outputs: Any = None, error: BaseException | None = None
     ) -> None:
         """Complete or fail the execution's result (blocking: one write), then log it."""
-        with ex.row_lock:  # waits for the writer if it is creating the running row right now
-            ex.finished = True
+        row = ex.row
+        assert row is not None
+        with row.row_lock:  # waits for the writer if it is creating the running row right now
+            row.finished = True
         summary = ex.summary()
         if ex.interrupted or (isinstance(outputs, Mapping) and "__interrupt__" in outputs):
             summary["interrupted"] = True
@@ -597,8 +606,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
             with contextlib.suppress(Exception):
                 fields["checkpoint_id"] = self.service.latest_checkpoint_id(ex.thread_id)
         try:
-            if ex.result_id is not None:
-                self.service.update_result(ex.result_id, **fields)
+            if row.result_id is not None:
+                self.service.update_result(row.result_id, **fields)
             else:  # a short run: its whole row in one write
                 self.service.save_result(**self._whole_row(ex, fields))
         except PersistenceError as exc:
@@ -635,8 +644,9 @@ class PersistCallbackHandler(BaseCallbackHandler):
             "to fail the run instead)", action, ex.execution_id, exc,
         )
         if fields is not None:
-            create = self._whole_row(ex, fields) if ex.result_id is None else None
-            self._put(ResultWrite("final", ex.execution_id, fields, None, ex.result_id, create))
+            result_id = ex.row.result_id if ex.row is not None else None
+            create = self._whole_row(ex, fields) if result_id is None else None
+            self._put(ResultWrite("final", ex.execution_id, fields, None, result_id, create))
         if self.raise_error:
             raise exc if isinstance(exc, StorageError) else StorageError(str(exc))
 
@@ -645,7 +655,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         execution_id = meta.get("execution_id") or run_id
         thread_id = meta.get("thread_id")
         return _Execution(
-            str(agent_id), str(execution_id), run_id, name,
+            str(agent_id), execution_id, run_id, name,
             None if thread_id is None else str(thread_id),
         )
 

@@ -70,7 +70,7 @@ class TraceEvent(NamedTuple):
     """A trace event as the caller saw it; turned into a row in the writer thread."""
 
     agent_id: str
-    execution_id: str
+    execution_id: Any  # a str, or a run's UUID
     type: str
     name: str | None
     content: Any
@@ -92,7 +92,7 @@ class TraceEvent(NamedTuple):
         if self.extra:
             meta.update(self.extra)
         return service.trace_row(
-            agent_id=self.agent_id, execution_id=self.execution_id, type=self.type,
+            agent_id=self.agent_id, execution_id=str(self.execution_id), type=self.type,
             content=self.content, name=self.name,
             run_id=None if self.run_id is None else str(self.run_id),
             parent_run_id=None if self.parent_run_id is None else str(self.parent_run_id),
@@ -104,7 +104,7 @@ class LogEvent(NamedTuple):
     """A log line; ``detail`` (any value) is stored as truncated text in its metadata."""
 
     agent_id: str
-    execution_id: str
+    execution_id: Any  # a str, or a run's UUID
     level: str
     message: str
     source: str | None
@@ -121,7 +121,7 @@ class LogEvent(NamedTuple):
             if length is not None:
                 meta["detail_length"] = length
         return service.log_row(
-            agent_id=self.agent_id, execution_id=self.execution_id, message=self.message,
+            agent_id=self.agent_id, execution_id=str(self.execution_id), message=self.message,
             level=self.level, source=self.source, metadata=meta,
             timestamp=_utc(self.timestamp),
         )
