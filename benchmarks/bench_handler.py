@@ -182,7 +182,7 @@ def bench_agent(contenders: dict[str, Any], rounds: int, runs: int) -> list[list
     for callbacks in contenders.values():  # warm up every path once
         timed(callbacks)()
     samples = interleave({n: timed(c) for n, c in contenders.items()}, rounds)
-    base = samples["no handler"]
+    base, noop = samples["no handler"], samples["no-op handler"]
     rows = []
     for name, s in samples.items():
         wall = medians(s)[0]
@@ -190,6 +190,7 @@ def bench_agent(contenders: dict[str, Any], rounds: int, runs: int) -> list[list
         rows.append([
             name, f"{wall * 1e3:.2f}", f"{wall / medians(base)[0]:.2f}",
             *(f"{x * 1e6 / TOOL_CALLS:+.0f}" for x in more),
+            f"{added(s, noop)[0] * 1e6 / TOOL_CALLS:+.0f}",
         ])
     return rows
 
@@ -216,6 +217,7 @@ def bench_invoke(contenders: dict[str, Any], rounds: int, calls: int) -> list[li
         rows.append([
             name, sizes[name] * rounds, f"{medians(s)[0] * 1e6:.1f}",
             *(f"{x * 1e6:+.1f}" for x in more),
+            f"{added(s, samples['no-op handler'])[0] * 1e6:+.1f}",
         ])
     return rows
 
@@ -324,14 +326,16 @@ def main() -> None:
             ("Agent run", f"`create_agent`, scripted fake model, {TOOL_CALLS} tool calls. "
              "Added: the median over rounds of (contender - no handler) in the same round. "
              "Caller CPU: the calling thread only; process CPU: every thread, including the "
-             "writer storing the run's events",
+             "writer storing the run's events. Over the no-op handler: the same median against "
+             "LangChain's no-op handler, what the handler costs beyond LangChain's own dispatch",
              ["handler", "ms / run", "x no handler", "µs added / tool call",
-              "caller CPU µs added / tool call", "process CPU µs added / tool call"],
+              "caller CPU µs added / tool call", "process CPU µs added / tool call",
+              "µs over the no-op handler / tool call"],
              lambda: bench_agent(contenders, sizes["rounds"], sizes["runs"])),
             ("Direct tool.invoke()", "µs per call: medians over interleaved rounds (added, and "
              "the CPU columns, as above)",
              ["handler", "calls", "µs / call", "µs added", "caller CPU µs added",
-              "process CPU µs added"],
+              "process CPU µs added", "µs over the no-op handler"],
              lambda: bench_invoke(contenders, sizes["rounds"], sizes["calls"])),
             ("Sustained ingest", "trace rows per second through the background writer",
              ["database", "rows", "rows / s"],

@@ -51,7 +51,7 @@ DEFAULT_MAX_BATCH_BYTES = 1 << 20
 SHUTDOWN_TIMEOUT = 10.0
 # Rows serialized between two voluntary releases of the GIL, so that the agent's threads never
 # wait a whole switch interval (5 ms) behind a big batch.
-_YIELD_EVERY = 32
+_YIELD_EVERY = 128
 _MAX_PENDING_RESULTS = 10_000
 # Run-metadata keys worth keeping on a trace (the rest of the run metadata is not stored).
 CONTEXT_KEYS = {
