@@ -11,9 +11,7 @@ of each contender minus no handler in the same round, per tool call.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,21 +54,17 @@ def main() -> None:
         url = pg_url if database == "postgres" else (
             f"sqlite:///{Path('/tmp') / f'lp-parts-{uuid.uuid4().hex[:8]}.db'}")
         contenders = parts(url)
-        walls: dict[str, list[float]] = {name: [] for name in contenders}
-        names = list(contenders)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                callbacks = contenders[name]
-                start = time.perf_counter()
+
+        def timed(callbacks: list[Any]) -> Any:
+            def work() -> None:
                 agent.invoke({"messages": [("user", "bench")]}, {"callbacks": callbacks})
-                walls[name].append(time.perf_counter() - start)
-                for cb in callbacks:
-                    if isinstance(cb, PersistCallbackHandler):
-                        cb.flush()
-        base = walls["no handler"]
+
+            return lambda: bench.measure(work, 1, bench.flusher(callbacks))
+
+        samples = bench.interleave({n: timed(c) for n, c in contenders.items()}, rounds)
         print(f"{database}, {rounds} rounds: µs added per tool call (median of paired rounds)")
-        for name, samples in walls.items():
-            added = statistics.median(s - b for s, b in zip(samples, base, strict=True))
+        for name, sample in samples.items():
+            added = bench.added(sample, samples["no handler"])[0]
             print(f"  {name:24s} {added * 1e6 / bench.TOOL_CALLS:+6.0f}")
         for callbacks in contenders.values():
             for cb in callbacks:
