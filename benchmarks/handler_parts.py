@@ -35,8 +35,9 @@ def parts(url: str) -> dict[str, list[Any]]:
     full = PersistCallbackHandler("a", url=url)
     full.service.find_results(limit=1)
     no_queue = PersistCallbackHandler("a", service=full.service)
-    no_end = PersistCallbackHandler("a", service=_NoEndWrite(url))
-    alone = PersistCallbackHandler("a", service=_NoEndWrite(url))
+    no_end_write = _NoEndWrite(url)
+    no_end = PersistCallbackHandler("a", service=no_end_write)
+    alone = PersistCallbackHandler("a", service=no_end_write)
     for handler in (no_queue, alone):
         handler._put = lambda record: True  # the records go nowhere
     return {
