@@ -34,14 +34,13 @@ What is recorded:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -63,7 +62,6 @@ from ._writer import (
 
 logger = logging.getLogger("langchain_persist")
 
-F = TypeVar("F", bound=Callable[..., Any])
 PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
 _RETRY_TAG = "retry:attempt:"
 
@@ -115,24 +113,6 @@ class _Execution:
             "tool_calls": self.tool_calls,
             "duration_ms": round((time.time() - self.started) * 1000, 3),
         }
-
-
-def _guarded(method: F) -> F:
-    """Run a callback so that nothing but a requested result-write error escapes it."""
-
-    @functools.wraps(method)
-    def guarded(self: PersistCallbackHandler, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except StorageError:
-            raise  # only raised when raise_error=True: the seed's blocking result writes
-        except Exception:  # a bug here must never reach the agent
-            self.internal_errors += 1
-            if self.internal_errors == 1:
-                logger.exception("langchain-persist: %s failed (reported once)", method.__name__)
-            return None
-
-    return guarded  # type: ignore[return-value]
 
 
 def _error_text(error: BaseException) -> str:
@@ -218,6 +198,20 @@ class PersistCallbackHandler(BaseCallbackHandler):
     def __repr__(self) -> str:
         return f"PersistCallbackHandler(agent_id={self.agent_id!r}, service={self.service!r})"
 
+    def _fault(self, callback: str, exc: Exception) -> None:
+        """A callback failed: re-raise a requested result-write error; count anything else
+        (a bug here must never reach the agent) and log the first one.
+
+        Each callback catches inline rather than through a decorator: a wrapper's extra call
+        costs about a microsecond per event, ten events per tool call in an agent run.
+        """
+        if isinstance(exc, StorageError):
+            raise exc  # only raised when raise_error=True: the seed's blocking result writes
+        self.internal_errors += 1
+        if self.internal_errors == 1:
+            logger.error("langchain-persist: %s failed (reported once; the agent goes on)",
+                         callback, exc_info=exc)
+
     # -- public controls -----------------------------------------------------------------------
 
     @property
@@ -250,7 +244,6 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     # -- chains: only the root is serialized ---------------------------------------------------
 
-    @_guarded
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -263,31 +256,35 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Open an execution for a root run; otherwise remember the run's execution."""
-        name = kwargs.get("name") or (serialized or {}).get("name")
-        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        if parent is None:
-            ex = self._open(run_id, name, metadata, inputs)
-            self._runs[run_id] = (ex, ex.started, name, metadata)
-            return
-        ex = parent[0]
-        self._runs[run_id] = (ex, 0.0, name, metadata)
-        if metadata:
-            self._track(ex, metadata)
-            if ex.failed_tasks:
-                self._node_retry(ex, name, metadata)
-        if tags:
-            self._retry_tag(ex, name, tags, run_id)
+        try:
+            name = kwargs.get("name") or (serialized or {}).get("name")
+            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+            if parent is None:
+                ex = self._open(run_id, name, metadata, inputs)
+                self._runs[run_id] = (ex, ex.started, name, metadata)
+                return
+            ex = parent[0]
+            self._runs[run_id] = (ex, 0.0, name, metadata)
+            if metadata:
+                self._track(ex, metadata)
+                if ex.failed_tasks:
+                    self._node_retry(ex, name, metadata)
+            if tags:
+                self._retry_tag(ex, name, tags, run_id)
+        except Exception as exc:
+            self._fault("on_chain_start", exc)
 
-    @_guarded
     def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Finish the execution when its root ends."""
-        entry = self._runs.pop(run_id, None)
-        if entry is not None and entry[0].root_run_id == run_id:
-            self._finish(entry[0], outputs=outputs)
+        try:
+            entry = self._runs.pop(run_id, None)
+            if entry is not None and entry[0].root_run_id == run_id:
+                self._finish(entry[0], outputs=outputs)
+        except Exception as exc:
+            self._fault("on_chain_end", exc)
 
-    @_guarded
     def on_chain_error(
         self,
         error: BaseException,
@@ -297,31 +294,33 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Fail the execution at its root; trace an error once, where it was raised."""
-        entry = self._runs.pop(run_id, None)
-        if entry is None:
-            return
-        ex, _, name, metadata = entry[:4]
-        if ex.root_run_id == run_id:
-            self._finish(ex, error=error)
-            return
-        if isinstance(error, GraphBubbleUp):  # interrupts and commands, not failures
-            if isinstance(error, GraphInterrupt):
-                ex.interrupted = True
-            return
-        if metadata and name == metadata.get("langgraph_node"):
-            task = metadata.get("langgraph_checkpoint_ns")
-            if task:
-                ex.failed_tasks = {*(ex.failed_tasks or ()), task}
-        if ex.last_error is not error:
-            ex.last_error = error
-            self._put(TraceEvent(
-                ex.agent_id, ex.execution_id, "chain_error", name, _error_text(error), run_id,
-                parent_run_id, None, time.time(), metadata,
-            ))
+        try:
+            entry = self._runs.pop(run_id, None)
+            if entry is None:
+                return
+            ex, _, name, metadata = entry[:4]
+            if ex.root_run_id == run_id:
+                self._finish(ex, error=error)
+                return
+            if isinstance(error, GraphBubbleUp):  # interrupts and commands, not failures
+                if isinstance(error, GraphInterrupt):
+                    ex.interrupted = True
+                return
+            if metadata and name == metadata.get("langgraph_node"):
+                task = metadata.get("langgraph_checkpoint_ns")
+                if task:
+                    ex.failed_tasks = {*(ex.failed_tasks or ()), task}
+            if ex.last_error is not error:
+                ex.last_error = error
+                self._put(TraceEvent(
+                    ex.agent_id, ex.execution_id, "chain_error", name, _error_text(error), run_id,
+                    parent_run_id, None, time.time(), metadata,
+                ))
+        except Exception as exc:
+            self._fault("on_chain_error", exc)
 
     # -- tools ---------------------------------------------------------------------------------
 
-    @_guarded
     def on_tool_start(
         self,
         serialized: dict[str, Any] | None,
@@ -335,37 +334,41 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Trace ``tool_start`` with the tool's input."""
-        name = kwargs.get("name") or (serialized or {}).get("name")
-        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
-        call_id = kwargs.get("tool_call_id")
-        extra = {"tool_call_id": call_id} if call_id else None
-        now = time.time()
-        self._runs[run_id] = (ex, now, name, metadata, extra)
-        self._put(TraceEvent(
-            ex.agent_id, ex.execution_id, "tool_start", name,
-            input_str if inputs is None else inputs, run_id, parent_run_id, None, now,
-            metadata, extra,
-        ))
-        if parent is not None:
-            if metadata:
-                self._track(ex, metadata)
-            if tags:
-                self._retry_tag(ex, name, tags, run_id)
+        try:
+            name = kwargs.get("name") or (serialized or {}).get("name")
+            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+            ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
+            call_id = kwargs.get("tool_call_id")
+            extra = {"tool_call_id": call_id} if call_id else None
+            now = time.time()
+            self._runs[run_id] = (ex, now, name, metadata, extra)
+            self._put(TraceEvent(
+                ex.agent_id, ex.execution_id, "tool_start", name,
+                input_str if inputs is None else inputs, run_id, parent_run_id, None, now,
+                metadata, extra,
+            ))
+            if parent is not None:
+                if metadata:
+                    self._track(ex, metadata)
+                if tags:
+                    self._retry_tag(ex, name, tags, run_id)
+        except Exception as exc:
+            self._fault("on_tool_start", exc)
 
-    @_guarded
     def on_tool_end(
         self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Trace ``tool_end``, or ``tool_error`` for a ``ToolMessage`` with status error."""
-        failed = getattr(output, "status", None) == "error"
-        content = getattr(output, "content", None)
-        self._end_tool(
-            "tool_error" if failed else "tool_end", output if content is None else content,
-            run_id, parent_run_id, handled=failed,
-        )
+        try:
+            failed = getattr(output, "status", None) == "error"
+            content = getattr(output, "content", None)
+            self._end_tool(
+                "tool_error" if failed else "tool_end", output if content is None else content,
+                run_id, parent_run_id, handled=failed,
+            )
+        except Exception as exc:
+            self._fault("on_tool_end", exc)
 
-    @_guarded
     def on_tool_error(
         self,
         error: BaseException,
@@ -375,16 +378,19 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Trace ``tool_error`` with the exception (``tool_interrupt`` for an ``interrupt()``)."""
-        paused = isinstance(error, GraphInterrupt)
-        kind = "tool_error"
-        if isinstance(error, GraphBubbleUp):  # interrupt() or a Command: not a failure
-            kind = "tool_interrupt" if paused else "tool_end"
-        ex = self._end_tool(kind, _error_text(error), run_id, parent_run_id)
-        if ex is not None:
-            if paused:
-                ex.interrupted = True
-            elif kind == "tool_error":
-                ex.last_error = error
+        try:
+            paused = isinstance(error, GraphInterrupt)
+            kind = "tool_error"
+            if isinstance(error, GraphBubbleUp):  # interrupt() or a Command: not a failure
+                kind = "tool_interrupt" if paused else "tool_end"
+            ex = self._end_tool(kind, _error_text(error), run_id, parent_run_id)
+            if ex is not None:
+                if paused:
+                    ex.interrupted = True
+                elif kind == "tool_error":
+                    ex.last_error = error
+        except Exception as exc:
+            self._fault("on_tool_error", exc)
 
     def _end_tool(
         self, kind: str, content: Any, run_id: UUID, parent_run_id: UUID | None,
@@ -408,7 +414,6 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     # -- models --------------------------------------------------------------------------------
 
-    @_guarded
     def on_chat_model_start(
         self,
         serialized: dict[str, Any] | None,
@@ -421,17 +426,19 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Remember when the model call started (messages are not serialized)."""
-        name = kwargs.get("name") or (serialized or {}).get("name")
-        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
-        self._runs[run_id] = (ex, time.time(), name, metadata, None)
-        if parent is not None:
-            if metadata:
-                self._track(ex, metadata)
-            if tags:
-                self._retry_tag(ex, name, tags, run_id)
+        try:
+            name = kwargs.get("name") or (serialized or {}).get("name")
+            parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+            ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
+            self._runs[run_id] = (ex, time.time(), name, metadata, None)
+            if parent is not None:
+                if metadata:
+                    self._track(ex, metadata)
+                if tags:
+                    self._retry_tag(ex, name, tags, run_id)
+        except Exception as exc:
+            self._fault("on_chat_model_start", exc)
 
-    @_guarded
     def on_llm_start(
         self,
         serialized: dict[str, Any] | None,
@@ -444,58 +451,62 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Remember when a (completion) model call started."""
-        self.on_chat_model_start(
-            serialized, [], run_id=run_id, parent_run_id=parent_run_id, tags=tags,
-            metadata=metadata, **kwargs,
-        )
+        try:
+            self.on_chat_model_start(
+                serialized, [], run_id=run_id, parent_run_id=parent_run_id, tags=tags,
+                metadata=metadata, **kwargs,
+            )
+        except Exception as exc:
+            self._fault("on_llm_start", exc)
 
-    @_guarded
     def on_llm_end(
         self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Count tokens and calls, keep the text as partial output, trace ``llm_end``."""
-        entry = self._runs.pop(run_id, None)
-        if entry is None:
-            return
-        ex, started, name, metadata, _ = entry
-        now = time.time()
-        generations = response.generations
-        gen = generations[0][0] if generations and generations[0] else None
-        text = gen.text if gen is not None else None
-        message = getattr(gen, "message", None)
-        usage = getattr(message, "usage_metadata", None) or (
-            (response.llm_output or {}).get("token_usage") if response.llm_output else None
-        )
-        calls = getattr(message, "tool_calls", None)
-        with _COUNTING:
-            ex.llm_calls += 1
-            if usage:
-                if ex.usage is None:
-                    ex.usage = {}
-                for key in ("input_tokens", "output_tokens", "total_tokens",
-                            "prompt_tokens", "completion_tokens"):
-                    value = usage.get(key)
-                    if isinstance(value, int):
-                        ex.usage[key] = ex.usage.get(key, 0) + value
-            if text:
-                ex.partial = text
-        if self.trace_llm:
-            extra: dict[str, Any] = {}
-            if usage:
-                extra["usage"] = usage
-            if calls:
-                extra["tool_calls"] = [c.get("name") for c in calls]
-            self._put(TraceEvent(
-                ex.agent_id, ex.execution_id, "llm_end", name, text, run_id, parent_run_id,
-                (now - started) * 1000, now, metadata, extra or None,
-            ))
-        if ex.opening and now - ex.progress_at >= PROGRESS_EVERY:
-            ex.progress_at = now
-            self._put(ResultWrite("progress", ex.execution_id, {
-                "status": "running", "result": ex.partial, "metadata": ex.summary(),
-            }, ex.row))
+        try:
+            entry = self._runs.pop(run_id, None)
+            if entry is None:
+                return
+            ex, started, name, metadata, _ = entry
+            now = time.time()
+            generations = response.generations
+            gen = generations[0][0] if generations and generations[0] else None
+            text = gen.text if gen is not None else None
+            message = getattr(gen, "message", None)
+            usage = getattr(message, "usage_metadata", None) or (
+                (response.llm_output or {}).get("token_usage") if response.llm_output else None
+            )
+            calls = getattr(message, "tool_calls", None)
+            with _COUNTING:
+                ex.llm_calls += 1
+                if usage:
+                    if ex.usage is None:
+                        ex.usage = {}
+                    for key in ("input_tokens", "output_tokens", "total_tokens",
+                                "prompt_tokens", "completion_tokens"):
+                        value = usage.get(key)
+                        if isinstance(value, int):
+                            ex.usage[key] = ex.usage.get(key, 0) + value
+                if text:
+                    ex.partial = text
+            if self.trace_llm:
+                extra: dict[str, Any] = {}
+                if usage:
+                    extra["usage"] = usage
+                if calls:
+                    extra["tool_calls"] = [c.get("name") for c in calls]
+                self._put(TraceEvent(
+                    ex.agent_id, ex.execution_id, "llm_end", name, text, run_id, parent_run_id,
+                    (now - started) * 1000, now, metadata, extra or None,
+                ))
+            if ex.opening and now - ex.progress_at >= PROGRESS_EVERY:
+                ex.progress_at = now
+                self._put(ResultWrite("progress", ex.execution_id, {
+                    "status": "running", "result": ex.partial, "metadata": ex.summary(),
+                }, ex.row))
+        except Exception as exc:
+            self._fault("on_llm_end", exc)
 
-    @_guarded
     def on_llm_error(
         self,
         error: BaseException,
@@ -505,38 +516,42 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Trace ``llm_error``."""
-        entry = self._runs.pop(run_id, None)
-        if entry is None:
-            return
-        ex, started, name, metadata, _ = entry
-        now = time.time()
-        ex.last_error = error
-        if self.trace_llm:
-            self._put(TraceEvent(
-                ex.agent_id, ex.execution_id, "llm_error", name, _error_text(error), run_id,
-                parent_run_id, (now - started) * 1000, now, metadata,
-            ))
+        try:
+            entry = self._runs.pop(run_id, None)
+            if entry is None:
+                return
+            ex, started, name, metadata, _ = entry
+            now = time.time()
+            ex.last_error = error
+            if self.trace_llm:
+                self._put(TraceEvent(
+                    ex.agent_id, ex.execution_id, "llm_error", name, _error_text(error), run_id,
+                    parent_run_id, (now - started) * 1000, now, metadata,
+                ))
+        except Exception as exc:
+            self._fault("on_llm_error", exc)
 
     # -- retries and custom events ------------------------------------------------------------
 
-    @_guarded
     def on_retry(
         self, retry_state: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Log a retry reported by a model integration (tenacity's ``RetryCallState``)."""
-        entry = self._runs.get(run_id)
-        if entry is None:
-            return
-        outcome = getattr(retry_state, "outcome", None)
-        error = outcome.exception() if outcome is not None and outcome.failed else None
-        attempt = getattr(retry_state, "attempt_number", None)
-        self._log(
-            entry[0], "warn", f"retrying {entry[2] or 'run'} after attempt {attempt}",
-            {"attempt": attempt, "run_id": str(run_id),
-             "error": None if error is None else _error_text(error)},
-        )
+        try:
+            entry = self._runs.get(run_id)
+            if entry is None:
+                return
+            outcome = getattr(retry_state, "outcome", None)
+            error = outcome.exception() if outcome is not None and outcome.failed else None
+            attempt = getattr(retry_state, "attempt_number", None)
+            self._log(
+                entry[0], "warn", f"retrying {entry[2] or 'run'} after attempt {attempt}",
+                {"attempt": attempt, "run_id": str(run_id),
+                 "error": None if error is None else _error_text(error)},
+            )
+        except Exception as exc:
+            self._fault("on_retry", exc)
 
-    @_guarded
     def on_custom_event(
         self,
         name: str,
@@ -548,11 +563,14 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Log a custom event (``dispatch_custom_event``) with its data."""
-        entry = self._runs.get(run_id)
-        if entry is None:
-            return
-        self._log(entry[0], "info", f"custom event: {name}",
-                  {"event": name, "run_id": str(run_id)}, detail=data)
+        try:
+            entry = self._runs.get(run_id)
+            if entry is None:
+                return
+            self._log(entry[0], "info", f"custom event: {name}",
+                      {"event": name, "run_id": str(run_id)}, detail=data)
+        except Exception as exc:
+            self._fault("on_custom_event", exc)
 
     # -- the execution's life ------------------------------------------------------------------
 

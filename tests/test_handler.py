@@ -323,6 +323,28 @@ def test_mark_stale_results(service, handler):
     assert service.get_result(done.id).status == "completed"
 
 
+@pytest.mark.parametrize("raise_error", [False, True])
+def test_a_bug_in_the_handler_never_reaches_the_agent(service, caplog, raise_error):
+    class Buggy(PersistCallbackHandler):
+        def _end_tool(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in the handler")
+
+    handler = Buggy("agent-1", service=service, raise_error=raise_error)
+    run = uuid.uuid4()
+    out = _agent([["echo"], ["echo"]]).invoke(
+        {"messages": [("user", "hi")]}, {"callbacks": [handler], "run_id": run}
+    )
+    assert out["messages"][-1].content == "answer to hi"
+    result, traces, _ = _stored(service, handler, run)
+    assert result.status == "completed"  # the rest of the run is still recorded
+    assert [t.type for t in traces if t.type.startswith("tool")] == ["tool_start"] * 2
+    assert handler.internal_errors == 2
+    reports = [r for r in caplog.records if "a bug in the handler" in str(r.exc_info)]
+    assert len(reports) == 1
+    assert "on_tool_end failed (reported once" in reports[0].getMessage()
+    handler.close()
+
+
 def test_bad_settings_name_the_fix(service):
     from langchain_persist import ValidationError
 
