@@ -60,12 +60,19 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
     if value is None or kind is int or kind is bool:
         return value
-    if kind is dict and _depth < _MAX_DEPTH:
-        depth = _depth + 1
-        return {
-            (k if type(k) is str and "\x00" not in k else clean_text(str(k))): jsonable(v, depth)
-            for k, v in value.items()
-        }
+    if kind is dict and _depth < _MAX_DEPTH:  # plain values inline: no call per value
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str or "\x00" in k:
+                k = clean_text(str(k))
+            vkind = type(v)
+            if vkind is str:
+                out[k] = v.replace("\x00", NUL_REPLACEMENT) if "\x00" in v else v
+            elif v is None or vkind is int or vkind is bool:
+                out[k] = v
+            else:
+                out[k] = jsonable(v, _depth + 1)
+        return out
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, str):

@@ -30,6 +30,8 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
 
 def as_utc(at: dt.datetime) -> dt.datetime:
     """A datetime in UTC; a naive one is taken to be UTC already."""
+    if at.tzinfo is dt.UTC:
+        return at
     return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
 
 
