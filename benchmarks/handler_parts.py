@@ -3,10 +3,11 @@
     python benchmarks/handler_parts.py [sqlite|postgres] [ROUNDS]   # ~1 min for 40 rounds
 
 Contenders, interleaved round by round (the order rotates), each one `create_agent` run with
-20 tool calls: no handler; LangChain's no-op handler; the full handler; the handler without
-its queue (records are dropped, so the writer stores nothing); without the blocking end write
-of the result row; and with neither (its callbacks alone).  Printed: the median, over rounds,
-of each contender minus no handler in the same round, per tool call.
+20 tool calls: no handler; LangChain's no-op handler; the empty handler (LangChain's dispatch
+alone); the full handler; the handler without its queue (records are dropped, so the writer
+stores nothing); without the blocking end write of the result row; and with neither (its
+callbacks alone).  Printed: the median, over rounds, of each contender minus no handler in the
+same round, per tool call.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def parts(url: str) -> dict[str, list[Any]]:
     for handler in (no_queue, alone):
         handler._put = lambda record: True  # the records go nowhere
     return {
-        "no handler": [], "no-op handler": [bench.NoopHandler()], "full handler": [full],
+        "no handler": [], "no-op handler": [bench.NoopHandler()],
+        "empty handler": [bench.EmptyHandler()], "full handler": [full],
         "without the queue": [no_queue], "without the end write": [no_end],
         "callbacks alone": [alone],
     }

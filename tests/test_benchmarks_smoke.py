@@ -58,7 +58,7 @@ def test_handler_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "handler.json"
     result = _smoke("bench_handler.py", out)
     agent_table = result.stdout.split("### Agent run")[1].split("###")[0]
-    for name in ("no handler", "no-op handler", "PersistCallbackHandler (SQLite)",
+    for name in ("no handler", "no-op handler", "empty handler", "PersistCallbackHandler (SQLite)",
                  "PersistCallbackHandler (PostgreSQL)", "naive sync insert (SQLite)",
                  "naive sync insert (PostgreSQL)"):
         assert f"| {name} |" in agent_table, agent_table
