@@ -34,6 +34,7 @@ DEFAULT_TRACE_CONTENT_LIMIT = 1000
 DEFAULT_CLEANUP_BATCH = 5000
 MAX_PAGE = 10_000
 _LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
+_EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
 
 Age = dt.datetime | dt.timedelta
 
@@ -53,6 +54,14 @@ def _key(field: str, value: Any, *, required: bool = True) -> str | None:
     if len(value) > 255:
         raise ValidationError(f"{field} is {len(value)} characters long; the limit is 255")
     return clean_text(value)
+
+
+def _level(value: str) -> str:
+    """A log level, its common aliases (``warning``, ``critical``, ``exception``) mapped."""
+    level = _LEVEL_ALIASES.get(value, value)
+    if level not in LOG_LEVELS:
+        raise ValidationError(f"level must be one of {', '.join(LOG_LEVELS)}; got {value!r}")
+    return level
 
 
 def _uuid(value: Any) -> str | None:
@@ -349,14 +358,11 @@ class ResultsPersistenceService:
         timestamp: dt.datetime | None = None,
     ) -> dict[str, Any]:
         """Validate a log line into a row for `save_logs` (raises `ValidationError`)."""
-        level = _LEVEL_ALIASES.get(level, level)
-        if level not in LOG_LEVELS:
-            raise ValidationError(f"level must be one of {', '.join(LOG_LEVELS)}; got {level!r}")
         return {
             "id": uuid7(),
             "agent_id": _key("agent_id", agent_id),
             "execution_id": _key("execution_id", execution_id),
-            "level": level,
+            "level": _level(level),
             "message": to_text(message),
             "source": _key("source", source, required=False),
             "metadata": _metadata(metadata),
@@ -413,6 +419,17 @@ class ResultsPersistenceService:
     def save_traces(self, rows: Iterable[dict[str, Any]]) -> int:
         """Save rows made by `trace_row` in one statement; return how many were stored."""
         return self._append(agent_traces, "traces", list(rows))
+
+    def event_format(self) -> events.EventFormat:
+        """How this database's driver takes an event row's timestamp and id (for
+        `save_event_values`)."""
+        return events.event_format(self.db.dialect)
+
+    def save_event_values(self, kind: str, values: list[tuple[Any, ...]]) -> int:
+        """Save ``"traces"`` or ``"logs"`` rows already in the driver's form, in column order
+        (as the background writer builds them), in one statement; return how many were
+        stored."""
+        return self._append(_EVENT_TABLES[kind], kind, values, encoded=True)
 
     def get_execution_logs(
         self, execution_id: str, limit: int = 1000, *, cursor: str | None = None
@@ -558,12 +575,13 @@ class ResultsPersistenceService:
             if gone < size:
                 return total
 
-    def _append(self, table: Table, kind: str, rows: list[dict[str, Any]]) -> int:
+    def _append(self, table: Table, kind: str, rows: list[Any], *, encoded: bool = False) -> int:
         if not rows:
             return 0
+        insert = events.insert_values if encoded else events.insert_events
         try:
             with self.db.write() as conn:
-                events.insert_events(conn, table, rows)
+                insert(conn, table, rows)
         except Exception as exc:
             self._drop(kind, len(rows), exc)
             return 0

@@ -1,10 +1,10 @@
 """The background writer: a bounded queue that a daemon thread drains into batched inserts.
 
 The caller's thread only puts a small immutable record on a queue (`BackgroundWriter.put`,
-about a microsecond).  A daemon thread turns records into rows (`to_text`, `jsonable`,
-truncation: the costly part) and hands them to the service's `save_traces` / `save_logs`, one
-statement per batch.  A batch closes when it holds ``batch_size`` records, when
-``flush_interval`` seconds have passed since its first record, or at a flush.
+about a microsecond).  A daemon thread turns records into rows, directly in the form the
+database driver takes (`to_values`: the costly part), and hands them to the service's
+`save_event_values`, one statement per batch.  A batch closes when it holds ``batch_size``
+records, when ``flush_interval`` seconds have passed since its first record, or at a flush.
 
 Never in the caller's way: a full queue drops the record (counted in `dropped`), a database
 outage drops the batch (counted), and each episode is reported by ONE warning on the
@@ -24,7 +24,6 @@ last ``flush_interval`` (plus one write).
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import logging
 import os
 import queue
@@ -37,7 +36,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import PersistenceError, ValidationError
-from ._sanitize import to_text, truncate
+from ._sanitize import dumps, jsonable, to_text, truncate
+from ._schema import agent_traces, execution_logs
+from ._service import _key, _level
+from ._store.events import EventFormat
 
 if TYPE_CHECKING:
     from ._service import ResultsPersistenceService
@@ -62,8 +64,8 @@ CONTEXT_KEYS = {
 }
 
 
-def _utc(timestamp: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+def _text(run_id: Any) -> str | None:
+    return None if run_id is None else str(run_id)
 
 
 class TraceEvent(NamedTuple):
@@ -81,8 +83,11 @@ class TraceEvent(NamedTuple):
     context: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] | None = None
 
-    def to_row(self, service: ResultsPersistenceService) -> dict[str, Any]:
-        """The `agent_traces` row (raises `ValidationError`)."""
+    def to_values(self, fmt: EventFormat, limit: int) -> tuple[Any, ...]:
+        """The `agent_traces` row as the driver takes it, in column order (raises
+        `ValidationError`): what `ResultsPersistenceService.trace_row` and the columns' bind
+        processing make of the event, at half their cost (its type and duration are the
+        handler's own, so they are not checked again)."""
         meta: dict[str, Any] = {}
         if self.context:
             for key, alias in CONTEXT_KEYS.items():
@@ -91,12 +96,17 @@ class TraceEvent(NamedTuple):
                     meta[alias] = value
         if self.extra:
             meta.update(self.extra)
-        return service.trace_row(
-            agent_id=self.agent_id, execution_id=str(self.execution_id), type=self.type,
-            content=self.content, name=self.name,
-            run_id=None if self.run_id is None else str(self.run_id),
-            parent_run_id=None if self.parent_run_id is None else str(self.parent_run_id),
-            metadata=meta, duration=self.duration, timestamp=_utc(self.timestamp),
+        content = self.content
+        if content is not None:
+            content, length = truncate(to_text(content), limit)
+            if length is not None:
+                meta["truncated"] = True
+                meta["content_length"] = length
+        return (
+            _key("execution_id", str(self.execution_id)), fmt.timestamp(self.timestamp),
+            fmt.new_id(), _key("agent_id", self.agent_id), _text(self.run_id),
+            _text(self.parent_run_id), self.type, _key("name", self.name, required=False),
+            content, dumps(jsonable(meta)), self.duration,
         )
 
 
@@ -112,19 +122,26 @@ class LogEvent(NamedTuple):
     metadata: Mapping[str, Any] | None = None
     detail: Any = None
 
-    def to_row(self, service: ResultsPersistenceService) -> dict[str, Any]:
-        """The `execution_logs` row (raises `ValidationError`)."""
+    def to_values(self, fmt: EventFormat, limit: int) -> tuple[Any, ...]:
+        """The `execution_logs` row as the driver takes it, in column order (raises
+        `ValidationError`), as `ResultsPersistenceService.log_row` would make it."""
         meta = dict(self.metadata or {})
         if self.detail is not None:
-            text, length = truncate(to_text(self.detail), service.trace_content_limit)
+            text, length = truncate(to_text(self.detail), limit)
             meta["detail"] = text
             if length is not None:
                 meta["detail_length"] = length
-        return service.log_row(
-            agent_id=self.agent_id, execution_id=str(self.execution_id), message=self.message,
-            level=self.level, source=self.source, metadata=meta,
-            timestamp=_utc(self.timestamp),
+        return (
+            _key("execution_id", str(self.execution_id)), fmt.timestamp(self.timestamp),
+            fmt.new_id(), _key("agent_id", self.agent_id), _level(self.level),
+            to_text(self.message), _key("source", self.source, required=False),
+            dumps(jsonable(meta)),
         )
+
+
+# where the writer finds a row's text, to keep batches under max_batch_bytes
+_TRACE_CONTENT = list(agent_traces.c.keys()).index("content")
+_LOG_MESSAGE = list(execution_logs.c.keys()).index("message")
 
 
 class ResultOwner:
@@ -357,12 +374,12 @@ class BackgroundWriter:
                 marker.done.set()
 
     def _write(self, batch: list[Any]) -> None:
-        traces: list[dict[str, Any]] = []
-        logs: list[dict[str, Any]] = []
+        traces: list[tuple[Any, ...]] = []
+        logs: list[tuple[Any, ...]] = []
         opens: list[ResultWrite] = []
         progress: dict[str, ResultWrite] = {}
         size = 0
-        service = self.service
+        fmt, limit = self.service.event_format(), self.service.trace_content_limit
         for n, record in enumerate(batch, 1):
             kind = type(record)
             if kind is ResultWrite:
@@ -375,16 +392,16 @@ class BackgroundWriter:
                     progress[record.key] = record  # newest progress wins
                 continue
             try:
-                row = record.to_row(service)
+                row = record.to_values(fmt, limit)
             except Exception as exc:  # a bad record must not stop the batch
                 self._count_drop("traces" if kind is TraceEvent else "logs", 1, exc)
                 continue
             if kind is TraceEvent:
                 traces.append(row)
-                size += len(row["content"] or "") + 200
+                size += len(row[_TRACE_CONTENT] or "") + 200
             else:
                 logs.append(row)
-                size += len(row["message"]) + 200
+                size += len(row[_LOG_MESSAGE]) + 200
             if size >= self.max_batch_bytes:
                 self._store(traces, logs)
                 traces, logs, size = [], [], 0
@@ -394,12 +411,11 @@ class BackgroundWriter:
         for record in (*opens, *progress.values()):
             self._apply(record)
 
-    def _store(self, traces: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
-        for kind, rows, save in (("traces", traces, self.service.save_traces),
-                                 ("logs", logs, self.service.save_logs)):
+    def _store(self, traces: list[tuple[Any, ...]], logs: list[tuple[Any, ...]]) -> None:
+        for kind, rows in (("traces", traces), ("logs", logs)):
             if not rows:
                 continue
-            stored = save(rows)
+            stored = self.service.save_event_values(kind, rows)
             if stored:
                 self.written[kind] += stored
                 self._recovered()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 import uuid
 import warnings
 from collections import Counter
@@ -23,6 +25,7 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
+from langchain_persist._writer import CONTEXT_KEYS
 
 
 @pytest.fixture
@@ -374,6 +377,56 @@ def test_bulk_rows_round_trip(service):
     log = service.log_row(agent_id="a", execution_id="bulk", message=awkward, level="warning")
     assert service.save_logs([log]) == 1
     assert service.get_execution_logs("bulk")[0].message == awkward.replace("\x00", "\ufffd")
+
+
+def test_writer_rows_are_the_service_rows(service):
+    """The writer builds rows directly in the driver's form; they are exactly what the
+    service's own row builders and the columns' bind processing make of the same events."""
+    from langchain_persist._schema import agent_traces, execution_logs
+    from langchain_persist._store.events import _encoder
+    from langchain_persist._writer import LogEvent, TraceEvent
+
+    awkward = 'tab\there, NUL\x00, "quotes", é, 🙂'
+    run, parent = uuid.uuid4(), uuid.uuid4()
+    moments = [1_700_000_000.0, 1_700_000_000.9999996, 1_700_000_001.1234565, time.time()]
+    context = {"langgraph_node": "tools", "langgraph_step": 3, "thread_id": uuid.uuid4(),
+               "langgraph_checkpoint_ns": "tools:x", "langgraph_path": ("__pregel_pull",)}
+    traces = [
+        TraceEvent("a", run, "tool_end", "name\x00", awkward * 100, run, parent, 1.5, at,
+                   context, {"tool_call_id": "c1", "handled": True})
+        for at in moments
+    ] + [TraceEvent("a", "e-1", "chain_error", None, {"k": [1, 2.5]}, None, None, None,
+                    moments[0])]
+    logs = [LogEvent("a", run, "warn", awkward, "src", at, {"n": 1}, detail=awkward * 100)
+            for at in moments]
+    limit = service.trace_content_limit
+    with service.db.write() as conn:
+        encode = {t: _encoder(conn.dialect, t) for t in (agent_traces, execution_logs)}
+    id_at = list(agent_traces.c.keys()).index("id")
+
+    def same(fast, slow):
+        assert fast[:id_at] + fast[id_at + 1:] == slow[:id_at] + slow[id_at + 1:]
+        assert len(fast[id_at]) == len(slow[id_at])  # with dashes on PostgreSQL, not SQLite
+
+    for e in traces:
+        ctx = {alias: e.context[key] for key, alias in CONTEXT_KEYS.items()
+               if e.context and key in e.context}
+        slow = service.trace_row(
+            agent_id=e.agent_id, execution_id=str(e.execution_id), type=e.type, name=e.name,
+            content=e.content, run_id=e.run_id and str(e.run_id),
+            parent_run_id=e.parent_run_id and str(e.parent_run_id),
+            metadata={**ctx, **(e.extra or {})}, duration=e.duration,
+            timestamp=dt.datetime.fromtimestamp(e.timestamp, dt.UTC),
+        )
+        same(e.to_values(service.event_format(), limit), encode[agent_traces](slow))
+    for e in logs:
+        slow = service.log_row(
+            agent_id=e.agent_id, execution_id=str(e.execution_id), message=e.message,
+            level=e.level, source=e.source,
+            metadata={**e.metadata, "detail": e.detail[:limit], "detail_length": len(e.detail)},
+            timestamp=dt.datetime.fromtimestamp(e.timestamp, dt.UTC),
+        )
+        same(e.to_values(service.event_format(), limit), encode[execution_logs](slow))
 
 
 def test_result_is_updated_while_the_run_goes(service, handler):

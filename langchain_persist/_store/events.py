@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import operator
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, Connection, Table, select
 
+from .._ids import uuid7
 from .._records import AgentTrace, ExecutionLog, Page
 from .._sanitize import dumps
 from .._schema import agent_traces, execution_logs
@@ -22,31 +24,74 @@ RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
 
 
 def insert_events(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Append rows in one statement: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite.
-
-    Both store exactly what ``conn.execute(insert(table), rows)`` would (the columns' own bind
-    processing), at a fraction of its per-row cost, which the background writer's sustained
-    ingest needs (tens of thousands of rows per second).  Rows have every column as a key (as
-    `ResultsPersistenceService.trace_row` and ``log_row`` make them).
-    """
-    if not rows:
-        return
+    """Append rows (dicts with every column as a key, as `ResultsPersistenceService.trace_row`
+    and ``log_row`` make them) in one statement; see `insert_values`."""
     encode = _encoder(conn.dialect, table)
+    insert_values(conn, table, [encode(r) for r in rows])
+
+
+def insert_values(conn: Connection, table: Table, values: Sequence[tuple[Any, ...]]) -> None:
+    """Append rows given as the driver takes them, in column order (see `EventFormat`), in one
+    statement: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite.
+
+    Both store exactly what ``conn.execute(insert(table), rows)`` would, at a fraction of its
+    per-row cost, which the background writer's sustained ingest needs (tens of thousands of
+    rows per second).
+    """
+    if not values:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in table.c)
     if conn.dialect.name == "postgresql":
-        quote = conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(c.name) for c in table.c)
-        sql = f"COPY {quote(table.name)} ({names}) FROM STDIN"
         raw = conn.connection.dbapi_connection
-        with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+        with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
+            f"COPY {quote(table.name)} ({names}) FROM STDIN"
+        ) as copy:
             write = copy.write_row
-            for r in rows:
-                write(encode(r))
+            for row in values:
+                write(row)
     else:
-        quote = conn.dialect.identifier_preparer.quote
-        names = ", ".join(quote(c.name) for c in table.c)
         marks = ", ".join("?" for _ in table.c)
-        sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
-        conn.exec_driver_sql(sql, [encode(r) for r in rows])
+        conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})",
+                             list(values))
+
+
+class EventFormat(NamedTuple):
+    """How a dialect's driver takes an event row's timestamp (seconds since the epoch) and a
+    new id: what the columns' own bind processing makes of them, at a fraction of its cost,
+    for the background writer, which builds its rows directly in this form."""
+
+    timestamp: Callable[[float], Any]
+    new_id: Callable[[], str]
+
+
+def event_format(dialect_name: str) -> EventFormat:
+    """The `EventFormat` of ``"postgresql"`` or ``"sqlite"``."""
+    if dialect_name == "postgresql":
+        return _POSTGRES
+    return _SQLITE
+
+
+_second: tuple[int, str] = (0, "")
+
+
+def _sqlite_timestamp(timestamp: float) -> str:
+    """The text SQLAlchemy stores on SQLite for this moment in UTC (``YYYY-MM-DD
+    HH:MM:SS.ffffff``), rounded to the microsecond as ``datetime.fromtimestamp`` rounds it."""
+    global _second
+    whole = int(timestamp)
+    micro = round((timestamp - whole) * 1e6)
+    if micro == 1_000_000:
+        whole, micro = whole + 1, 0
+    second, text = _second
+    if second != whole:  # one formatting per second of events
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    return f"{text}.{micro:06d}"
+
+
+_POSTGRES = EventFormat(lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC), uuid7)
+_SQLITE = EventFormat(_sqlite_timestamp, lambda: uuid7().replace("-", ""))
 
 
 @functools.cache
