@@ -186,11 +186,15 @@ class Follower:
             [sys.executable, "-m", "langchain_persist._cli", "logs", execution_id, "--follow",
              "--interval", "0.05", "--url", url, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "COLUMNS": "200"},
+            env={**os.environ, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
+        self._errors: list[str] = []
+        self._drain = threading.Thread(target=lambda: self._errors.extend(self.proc.stderr),
+                                       daemon=True)
+        self._drain.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -205,9 +209,17 @@ class Follower:
                 self.lines)
 
     def finish(self) -> tuple[int, str]:
-        code = self.proc.wait(30)
-        assert self.proc.stderr is not None
-        return code, self.proc.stderr.read()
+        """Wait for the exit (its stderr drained meanwhile); on a hang, fail with the stacks
+        of its threads (faulthandler prints them on SIGABRT)."""
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(30)
+            self._drain.join(10)
+            pytest.fail(f"the follower did not exit; its threads:\n{''.join(self._errors)}")
+        self._drain.join(10)
+        return code, "".join(self._errors)
 
 
 @pytest.fixture
