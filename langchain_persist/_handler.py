@@ -265,12 +265,9 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 return
             ex = parent[0]
             self._runs[run_id] = (ex, 0.0, name, metadata)
-            if metadata:
-                self._track(ex, metadata)
-                if ex.failed_tasks:
-                    self._node_retry(ex, name, metadata)
-            if tags:
-                self._retry_tag(ex, name, tags, run_id)
+            self._follow(ex, name, metadata, tags, run_id)
+            if metadata and ex.failed_tasks:
+                self._node_retry(ex, name, metadata)
         except Exception as exc:
             self._fault("on_chain_start", exc)
 
@@ -348,10 +345,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 metadata, extra,
             ))
             if parent is not None:
-                if metadata:
-                    self._track(ex, metadata)
-                if tags:
-                    self._retry_tag(ex, name, tags, run_id)
+                self._follow(ex, name, metadata, tags, run_id)
         except Exception as exc:
             self._fault("on_tool_start", exc)
 
@@ -432,10 +426,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
             self._runs[run_id] = (ex, time.time(), name, metadata, None)
             if parent is not None:
-                if metadata:
-                    self._track(ex, metadata)
-                if tags:
-                    self._retry_tag(ex, name, tags, run_id)
+                self._follow(ex, name, metadata, tags, run_id)
         except Exception as exc:
             self._fault("on_chat_model_start", exc)
 
@@ -682,6 +673,16 @@ class PersistCallbackHandler(BaseCallbackHandler):
     ) -> _Execution:
         """The execution of a tool or model called on its own: traced, without a result row."""
         return self._execution(run_id, name, metadata or {})
+
+    def _follow(
+        self, ex: _Execution, name: str | None, metadata: Mapping[str, Any] | None,
+        tags: list[str] | None, run_id: UUID,
+    ) -> None:
+        """Follow a nested run: the LangGraph step it is in, and a retry its tags announce."""
+        if metadata:
+            self._track(ex, metadata)
+        if tags:
+            self._retry_tag(ex, name, tags, run_id)
 
     def _track(self, ex: _Execution, metadata: Mapping[str, Any]) -> None:
         step = metadata.get("langgraph_step")
