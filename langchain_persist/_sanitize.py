@@ -61,7 +61,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
     if value is None or kind is int or kind is bool:
         return value
     if kind is dict and _depth < _MAX_DEPTH:  # plain values inline: no call per value
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in value.items():
             if type(k) is not str or "\x00" in k:
                 k = clean_text(str(k))
