@@ -178,6 +178,13 @@ def test_old_schema_and_unreachable_database(pg_url: str, tmp_path) -> None:
 # -- logs --follow in a real process -----------------------------------------------------------
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child, before it starts: SIGINT at its default, as in a terminal.  A test run
+    started as a shell's background job has SIGINT ignored, every child inherits that, and
+    Python then keeps it ignored instead of raising KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Follower:
     """``langchain-persist logs --follow`` in a subprocess, its lines read as they come."""
 
@@ -187,6 +194,7 @@ class Follower:
              "--interval", "0.05", "--url", url, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},
+            preexec_fn=_ctrl_c_as_in_a_terminal,
         )
         self.lines: list[str] = []
         self._changed = threading.Condition()
