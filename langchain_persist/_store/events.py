@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, Connection, Table, select
 
-from .._ids import uuid7
+from .._ids import uuid7, uuid7_hex
 from .._records import AgentTrace, ExecutionLog, Page
 from .._sanitize import dumps
 from .._schema import agent_traces, execution_logs
@@ -91,7 +91,7 @@ def _sqlite_timestamp(timestamp: float) -> str:
 
 
 _POSTGRES = EventFormat(lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC), uuid7)
-_SQLITE = EventFormat(_sqlite_timestamp, lambda: uuid7().replace("-", ""))
+_SQLITE = EventFormat(_sqlite_timestamp, uuid7_hex)
 
 
 @functools.cache
