@@ -334,7 +334,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         try:
             name = kwargs.get("name") or (serialized or {}).get("name")
             parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-            ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
+            ex = parent[0] if parent is not None else self._execution(run_id, name, metadata)
             call_id = kwargs.get("tool_call_id")
             extra = {"tool_call_id": call_id} if call_id else None
             now = time.time()
@@ -423,7 +423,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         try:
             name = kwargs.get("name") or (serialized or {}).get("name")
             parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-            ex = parent[0] if parent is not None else self._lone(run_id, name, metadata)
+            ex = parent[0] if parent is not None else self._execution(run_id, name, metadata)
             self._runs[run_id] = (ex, time.time(), name, metadata, None)
             if parent is not None:
                 self._follow(ex, name, metadata, tags, run_id)
@@ -441,14 +441,12 @@ class PersistCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Remember when a (completion) model call started."""
-        try:
-            self.on_chat_model_start(
-                serialized, [], run_id=run_id, parent_run_id=parent_run_id, tags=tags,
-                metadata=metadata, **kwargs,
-            )
-        except Exception as exc:
-            self._fault("on_llm_start", exc)
+        """Remember when a (completion) model call started (`on_chat_model_start` catches its
+        own faults)."""
+        self.on_chat_model_start(
+            serialized, [], run_id=run_id, parent_run_id=parent_run_id, tags=tags,
+            metadata=metadata, **kwargs,
+        )
 
     def on_llm_end(
         self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -659,7 +657,12 @@ class PersistCallbackHandler(BaseCallbackHandler):
         if self.raise_error:
             raise exc if isinstance(exc, StorageError) else StorageError(str(exc))
 
-    def _execution(self, run_id: UUID, name: str | None, meta: Mapping[str, Any]) -> _Execution:
+    def _execution(
+        self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None
+    ) -> _Execution:
+        """The execution a run without a known parent starts: a root run's (see `_open`), or
+        that of a tool or model called on its own, traced without a result row."""
+        meta = metadata or {}
         agent_id = self.agent_id or meta.get("agent_id") or name or "agent"
         execution_id = meta.get("execution_id") or run_id
         thread_id = meta.get("thread_id")
@@ -667,12 +670,6 @@ class PersistCallbackHandler(BaseCallbackHandler):
             str(agent_id), execution_id, run_id, name,
             None if thread_id is None else str(thread_id),
         )
-
-    def _lone(
-        self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None
-    ) -> _Execution:
-        """The execution of a tool or model called on its own: traced, without a result row."""
-        return self._execution(run_id, name, metadata or {})
 
     def _follow(
         self, ex: _Execution, name: str | None, metadata: Mapping[str, Any] | None,
