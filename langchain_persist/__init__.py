@@ -1,5 +1,8 @@
 """langchain-persist: durable LangChain and LangGraph runs in SQLite or PostgreSQL."""
 
+from ._callbacks.handler import PersistCallbackHandler
+from ._callbacks.tracker import ExecutionTracker
+from ._checkpoint.saver import PersistSaver
 from ._errors import (
     ConfigurationError,
     NotFoundError,
@@ -10,11 +13,8 @@ from ._errors import (
     StorageError,
     ValidationError,
 )
-from ._handler import PersistCallbackHandler
 from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
-from ._saver import PersistSaver
-from ._service import ResultsPersistenceService
-from ._tracker import ExecutionTracker
+from ._results.service import ResultsPersistenceService
 
 results_persistence = ResultsPersistenceService()
 """The module-level service of the seed, configured lazily from the environment."""

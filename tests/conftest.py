@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from langchain_persist import ResultsPersistenceService
-from langchain_persist._engine import dispose_database
+from langchain_persist._db.engine import dispose_database
 
 PG_ADMIN_URL = os.environ.get(
     "LANGCHAIN_PERSIST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"

@@ -20,8 +20,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from langchain_persist import ResultsPersistenceService
-from langchain_persist._cli import app
-from langchain_persist._demo import DemoOutcome, run_demo
+from langchain_persist._cli.commands import app
+from langchain_persist._cli.demo import DemoOutcome, run_demo
 
 runner = CliRunner()
 
@@ -190,7 +190,7 @@ class Follower:
 
     def __init__(self, url: str, execution_id: str, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "langchain_persist._cli", "logs", execution_id, "--follow",
+            [sys.executable, "-m", "langchain_persist", "logs", execution_id, "--follow",
              "--interval", "0.05", "--url", url, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from langchain_persist import ConfigurationError, ResultsPersistenceService
-from langchain_persist._engine import Database, resolve_url
+from langchain_persist._db.engine import Database, resolve_url
 
 
 def test_url_precedence(monkeypatch) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from langchain_persist import PersistSaver, ResultsPersistenceService
-from langchain_persist._cli import app
-from langchain_persist._inspect import find_execution, thread_checkpoints
+from langchain_persist._cli.commands import app
+from langchain_persist._results.inspect import find_execution, thread_checkpoints
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
-from langchain_persist._writer import CONTEXT_KEYS
+from langchain_persist._callbacks.writer import CONTEXT_KEYS
 
 
 @pytest.fixture
@@ -382,9 +382,9 @@ def test_bulk_rows_round_trip(service):
 def test_writer_rows_are_the_service_rows(service):
     """The writer builds rows directly in the driver's form; they are exactly what the
     service's own row builders and the columns' bind processing make of the same events."""
-    from langchain_persist._schema import agent_traces, execution_logs
-    from langchain_persist._store.events import _encoder
-    from langchain_persist._writer import LogEvent, TraceEvent
+    from langchain_persist._callbacks.writer import LogEvent, TraceEvent
+    from langchain_persist._db.schema import agent_traces, execution_logs
+    from langchain_persist._db.sql.events import _encoder
 
     awkward = 'tab\there, NUL\x00, "quotes", é, 🙂'
     run, parent = uuid.uuid4(), uuid.uuid4()

@@ -20,9 +20,9 @@ from langchain_persist import (
     PersistCallbackHandler,
     ResultsPersistenceService,
     StorageError,
-    _engine,
 )
-from langchain_persist._writer import BackgroundWriter, TraceEvent
+from langchain_persist._callbacks.writer import BackgroundWriter, TraceEvent
+from langchain_persist._db import engine as _engine
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from langchain_core.messages import AIMessage, ToolMessage
 from rich.console import Console
 
 from langchain_persist import AgentTrace
-from langchain_persist._cli_support import describe_age, parse_age
-from langchain_persist._cli_views import trace_view
-from langchain_persist._inspect import Execution, describe, spans, trace_tree
+from langchain_persist._cli.support import describe_age, parse_age
+from langchain_persist._cli.views import trace_view
+from langchain_persist._results.inspect import Execution, describe, spans, trace_tree
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import inspect
 
 from langchain_persist import ResultsPersistenceService, SchemaError
-from langchain_persist._engine import get_database
-from langchain_persist._migrate import check, current_revision, head_revision, upgrade
-from langchain_persist._schema import metadata
+from langchain_persist._db.engine import get_database
+from langchain_persist._db.migrate import check, current_revision, head_revision, upgrade
+from langchain_persist._db.schema import metadata
 
-CLI = [sys.executable, "-m", "langchain_persist._cli"]
+CLI = [sys.executable, "-m", "langchain_persist._cli.commands"]
 
 
 def test_migrations_match_schema_module(db_url: str) -> None:
@@ -55,8 +55,8 @@ def test_cli_unreachable_database_is_one_clear_line() -> None:
 
 def test_two_processes_upgrade_one_empty_database(pg_url: str) -> None:
     code = (
-        "import sys; from langchain_persist._engine import get_database;"
-        "from langchain_persist._migrate import upgrade; upgrade(get_database(sys.argv[1]))"
+        "import sys; from langchain_persist._db.engine import get_database;"
+        "from langchain_persist._db.migrate import upgrade; upgrade(get_database(sys.argv[1]))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from typing_extensions import TypedDict
 
 from langchain_persist import ConfigurationError, PersistSaver
-from langchain_persist._cli import app as cli
+from langchain_persist._cli.commands import app as cli
 from langchain_persist.server import create_app, load_graph
 from langchain_persist.server._graphs import default_task_input, with_checkpointer
 
@@ -29,7 +29,7 @@ TESTS = Path(__file__).parent
 
 def test_serve_runs_a_graph_until_sigterm(sqlite_url):
     process = subprocess.Popen(
-        [sys.executable, "-m", "langchain_persist._cli", "serve", "--graph",
+        [sys.executable, "-m", "langchain_persist._cli.commands", "serve", "--graph",
          "server_graphs:agent", "--url", sqlite_url, "--port", "0"],
         cwd=TESTS, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -63,7 +63,7 @@ def test_serve_runs_a_graph_until_sigterm(sqlite_url):
 
 def test_without_the_server_extra_the_error_says_what_to_install():
     code = ("import sys; sys.modules['sse_starlette'] = None\n"
-            "from langchain_persist._cli import app\n"
+            "from langchain_persist._cli.commands import app\n"
             "app(['serve', '--graph', 'x:y'])")
     cli_run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              timeout=120)

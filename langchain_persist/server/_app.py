@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from langgraph.pregel import Pregel
 
+from .._callbacks.tracker import ExecutionTracker
+from .._checkpoint.saver import PersistSaver
 from .._errors import (
     NotFoundError,
     OwnershipError,
@@ -20,9 +22,7 @@ from .._errors import (
     StorageError,
     ValidationError,
 )
-from .._saver import PersistSaver
-from .._service import ResultsPersistenceService
-from .._tracker import ExecutionTracker
+from .._results.service import ResultsPersistenceService
 from ._events import DEFAULT_KEEP_FINISHED, DEFAULT_MAX_EVENTS, EventLogs
 from ._graphs import TaskInput, default_task_input, has_messages, with_checkpointer
 from ._guards import DEFAULT_MAX_BODY_BYTES, TOKEN_VARIABLE, BearerToken, BodyLimit

@@ -17,12 +17,12 @@ from typing import Any
 from langgraph.errors import GraphRecursionError
 from langgraph.pregel import Pregel
 
+from .._callbacks.handler import _final_output
+from .._callbacks.tracker import ExecutionTracker
 from .._errors import PersistenceError
-from .._handler import _final_output
 from .._ids import uuid7
 from .._records import AgentResult
 from .._sanitize import jsonable
-from .._tracker import ExecutionTracker
 from ._events import EventLog, EventLogs
 from ._stream import RunEvents, interrupts_of, token_of
 

@@ -8,7 +8,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .._engine import resolve_url
+from .._db.engine import resolve_url
 from .._errors import ConfigurationError
 from ._app import create_app
 from ._graphs import load_graph

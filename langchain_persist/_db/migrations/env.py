@@ -1,9 +1,9 @@
-"""Alembic environment: migrations always run on a connection handed over by `_migrate`."""
+"""Alembic environment: migrations always run on a connection handed over by `_db.migrate`."""
 
 from alembic import context
 
-from langchain_persist._migrate import VERSION_TABLE
-from langchain_persist._schema import metadata
+from langchain_persist._db.migrate import VERSION_TABLE
+from langchain_persist._db.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -33,14 +33,14 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Row
 
-from ._aio import async_twin
-from ._codec import EMPTY, dump, is_list, load_value, load_values, pack, tail_of, unpack
-from ._engine import get_database
-from ._errors import ValidationError
-from ._ids import uuid7
-from ._migrate import ensure_schema
-from ._sanitize import jsonable
-from ._store import checkpoints as store
+from .._aio import async_twin
+from .._db.engine import get_database
+from .._db.migrate import ensure_schema
+from .._db.sql import checkpoints as store
+from .._errors import ValidationError
+from .._ids import uuid7
+from .._sanitize import jsonable
+from .codec import EMPTY, dump, is_list, load_value, load_values, pack, tail_of, unpack
 
 PAGE = 100
 # a list is stored as a tail while what was appended since its base stays this small

@@ -19,8 +19,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool, tool
 from langgraph.types import interrupt
 
-from ._demo_model import ScriptedChatModel
-from ._errors import ConfigurationError
+from .._errors import ConfigurationError
+from ..testing import ScriptedChatModel
 
 AGENT_ID = "travel-agent"
 TASK = "Plan my weekend in Lisbon: check the weather, find a flight from Berlin and book it."

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, delete, func, literal, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
-from .._errors import ValidationError
+from ..._errors import ValidationError
 
 
 def encode_cursor(at: dt.datetime, id_: str) -> str:

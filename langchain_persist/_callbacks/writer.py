@@ -35,14 +35,14 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._errors import PersistenceError, ValidationError
-from ._sanitize import dumps, jsonable, to_text, truncate
-from ._schema import agent_traces, execution_logs
-from ._service import _key, _level
-from ._store.events import EventFormat
+from .._db.schema import agent_traces, execution_logs
+from .._db.sql.events import EventFormat
+from .._errors import PersistenceError, ValidationError
+from .._results.service import _key, _level
+from .._sanitize import dumps, jsonable, to_text, truncate
 
 if TYPE_CHECKING:
-    from ._service import ResultsPersistenceService
+    from .._results.service import ResultsPersistenceService
 
 logger = logging.getLogger("langchain_persist")
 

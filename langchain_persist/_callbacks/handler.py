@@ -47,9 +47,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.errors import GraphBubbleUp, GraphInterrupt, GraphRecursionError
 
-from ._errors import PersistenceError, StorageError, ValidationError
-from ._service import ResultsPersistenceService
-from ._writer import (
+from .._errors import PersistenceError, StorageError, ValidationError
+from .._results.service import ResultsPersistenceService
+from .writer import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_QUEUE,

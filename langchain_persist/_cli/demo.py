@@ -17,8 +17,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ._cli_views import checkpoints_table, logs_table, results_table, trace_view
-from ._demo_agent import (
+from .._callbacks.handler import PersistCallbackHandler
+from .._checkpoint.saver import PersistSaver
+from .._errors import PersistenceError
+from .._ids import uuid7
+from .._results.inspect import Execution, find_execution, thread_checkpoints, was_interrupted
+from .._results.service import ResultsPersistenceService
+from .demo_agent import (
     AGENT_ID,
     TASK,
     DemoTools,
@@ -27,12 +32,7 @@ from ._demo_agent import (
     real_model,
     scripted_model,
 )
-from ._errors import PersistenceError
-from ._handler import PersistCallbackHandler
-from ._ids import uuid7
-from ._inspect import Execution, find_execution, thread_checkpoints, was_interrupted
-from ._saver import PersistSaver
-from ._service import ResultsPersistenceService
+from .views import checkpoints_table, logs_table, results_table, trace_view
 
 MAX_ROUNDS = 6  # a real model may take a different path; never loop for ever
 APPROVAL = {"approved": True, "by": "demo reviewer"}

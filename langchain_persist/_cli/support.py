@@ -16,9 +16,9 @@ from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from ._engine import Database, get_database, resolve_url
-from ._errors import PersistenceError
-from ._service import ResultsPersistenceService
+from .._db.engine import Database, get_database, resolve_url
+from .._errors import PersistenceError
+from .._results.service import ResultsPersistenceService
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

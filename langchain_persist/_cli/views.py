@@ -13,9 +13,16 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ._inspect import CheckpointSummary, Execution, Span, TraceNode, duration_ms, trace_tree
-from ._records import AgentResult, ExecutionLog
-from ._sanitize import jsonable
+from .._records import AgentResult, ExecutionLog
+from .._results.inspect import (
+    CheckpointSummary,
+    Execution,
+    Span,
+    TraceNode,
+    duration_ms,
+    trace_tree,
+)
+from .._sanitize import jsonable
 
 STATUS_STYLE = {"running": "yellow", "completed": "green", "failed": "red"}
 LEVEL_STYLE = {"debug": "dim", "info": "cyan", "warn": "yellow", "error": "bold red"}

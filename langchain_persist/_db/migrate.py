@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
-from ._engine import Database
-from ._errors import SchemaError
+from .._errors import SchemaError
+from .engine import Database
 
 VERSION_TABLE = "langchain_persist_version"
 _LOCK_KEY = 0x6C635F70  # "lc_p": serializes concurrent upgrades of one PostgreSQL database
@@ -20,7 +20,7 @@ _LOCK_KEY = 0x6C635F70  # "lc_p": serializes concurrent upgrades of one PostgreS
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the packaged migrations (and at ``connection``)."""
     cfg = Config()
-    cfg.set_main_option("script_location", "langchain_persist:migrations")
+    cfg.set_main_option("script_location", "langchain_persist._db:migrations")
     cfg.attributes["connection"] = connection
     return cfg
 

@@ -15,8 +15,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
-from ._errors import ConfigurationError, StorageError
-from ._sanitize import dumps
+from .._errors import ConfigurationError, StorageError
+from .._sanitize import dumps
 
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, select, update
 from sqlalchemy.engine import Dialect
 
-from .._records import AgentResult, Page
-from .._schema import agent_results as t
-from .._schema import checkpoint_states
-from ._paging import after_cursor, count_where, delete_batch, encode_cursor
-from ._prepared import prepared
+from ..._records import AgentResult, Page
+from ..schema import agent_results as t
+from ..schema import checkpoint_states
+from .paging import after_cursor, count_where, delete_batch, encode_cursor
+from .prepared import prepared
 
 FINISHED = ("completed", "failed")
 

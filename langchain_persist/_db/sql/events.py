@@ -11,11 +11,11 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import JSON, Connection, Table, select
 
-from .._ids import uuid7, uuid7_hex
-from .._records import AgentTrace, ExecutionLog, Page
-from .._sanitize import dumps
-from .._schema import agent_traces, execution_logs
-from ._paging import after_cursor, count_where, delete_batch, encode_cursor
+from ..._ids import uuid7, uuid7_hex
+from ..._records import AgentTrace, ExecutionLog, Page
+from ..._sanitize import dumps
+from ..schema import agent_traces, execution_logs
+from .paging import after_cursor, count_where, delete_batch, encode_cursor
 
 RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
     execution_logs: ExecutionLog,

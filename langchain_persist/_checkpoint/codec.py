@@ -15,7 +15,7 @@ from typing import Any
 
 import zstandard
 
-from ._errors import SerializationError, StorageError
+from .._errors import SerializationError, StorageError
 
 ZSTD = "+zstd"
 EMPTY = "empty"

@@ -29,12 +29,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .._schema import checkpoint_state_values as v
-from .._schema import checkpoint_state_writes as w
-from .._schema import checkpoint_states as t
-from .._schema import metadata
-from ._dialect import metadata_filter, upsert
-from ._prepared import prepared
+from ..schema import checkpoint_state_values as v
+from ..schema import checkpoint_state_writes as w
+from ..schema import checkpoint_states as t
+from ..schema import metadata
+from .dialect import metadata_filter, upsert
+from .prepared import prepared
 
 KEY = ("thread_id", "checkpoint_ns", "checkpoint_id")
 # the columns a checkpoint tuple is built from (everything but the service's JSON state)

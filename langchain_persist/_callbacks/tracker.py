@@ -19,14 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ._errors import NotFoundError, PersistenceError
-from ._ids import uuid7
-from ._records import AgentResult
-from ._service import ResultsPersistenceService
+from .._errors import NotFoundError, PersistenceError
+from .._ids import uuid7
+from .._records import AgentResult
+from .._results.service import ResultsPersistenceService
 
 if TYPE_CHECKING:
-    from ._handler import PersistCallbackHandler
-    from ._writer import BackgroundWriter
+    from .handler import PersistCallbackHandler
+    from .writer import BackgroundWriter
 
 _FINISHING = ("status", "error", "completed_at")
 _UPDATABLE = ("status", "result", "metadata", "error", "checkpoint_id", "quest_id")
@@ -173,8 +173,8 @@ class ExecutionTracker:
         row's status is left to `complete_execution` and `fail_execution`.  Handlers share
         one background writer, stored by `flush` and `close`.
         """
-        from ._handler import PersistCallbackHandler
-        from ._writer import BackgroundWriter
+        from .handler import PersistCallbackHandler
+        from .writer import BackgroundWriter
 
         tracked = self._active.get(execution_id)
         if tracked is None:

@@ -11,13 +11,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._records import AgentResult, AgentTrace, ExecutionLog, Page
-from ._sanitize import jsonable
-from ._store._paging import encode_cursor
+from .._db.sql.paging import encode_cursor
+from .._records import AgentResult, AgentTrace, ExecutionLog, Page
+from .._sanitize import jsonable
 
 if TYPE_CHECKING:
-    from ._saver import PersistSaver
-    from ._service import ResultsPersistenceService
+    from .._checkpoint.saver import PersistSaver
+    from .service import ResultsPersistenceService
 
 READ_PAGE = 1000
 OVERLAP = dt.timedelta(seconds=5)  # how far back `follow_logs` reads again for late lines

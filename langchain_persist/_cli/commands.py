@@ -15,7 +15,11 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ._cli_support import (
+from .._db.engine import Database
+from .._db.migrate import check, current_revision, head_revision, upgrade
+from .._db.schema import RESULT_STATUSES
+from .._results.service import ResultsPersistenceService
+from .support import (
     Json,
     Url,
     console,
@@ -28,7 +32,7 @@ from ._cli_support import (
     read_service,
     where,
 )
-from ._cli_views import (
+from .views import (
     checkpoints_table,
     execution_view,
     log_line,
@@ -37,10 +41,6 @@ from ._cli_views import (
     to_json,
     to_json_line,
 )
-from ._engine import Database
-from ._migrate import check, current_revision, head_revision, upgrade
-from ._schema import RESULT_STATUSES
-from ._service import ResultsPersistenceService
 
 __all__ = ["Json", "Url", "app", "console", "err", "fail", "open_database"]
 
@@ -73,7 +73,7 @@ def demo(
     ] = None,
 ) -> None:
     """Run an agent that fails, resumes, is approved and completes; show what was stored."""
-    from ._demo import run_demo
+    from .demo import run_demo
 
     with database_errors(url):
         run_demo(url, console, model=model)
@@ -125,7 +125,7 @@ def runs_show(
     url: Url = None,
 ) -> None:
     """Show one run: its result, a tree of its traces with durations, and its logs."""
-    from ._inspect import find_execution, was_interrupted
+    from .._results.inspect import find_execution, was_interrupted
 
     with database_errors(url):
         execution = find_execution(read_service(url), execution_id)
@@ -157,7 +157,7 @@ def logs(
     url: Url = None,
 ) -> None:
     """Show an execution's logs (with --follow, as they arrive; --json gives JSON lines)."""
-    from ._inspect import follow_logs, read_all
+    from .._results.inspect import follow_logs, read_all
 
     with database_errors(url):
         service = read_service(url)
@@ -200,8 +200,8 @@ def checkpoints(
     url: Url = None,
 ) -> None:
     """Show a thread's checkpoints: step, state, what runs next, writes kept for resume."""
-    from ._inspect import thread_checkpoints
-    from ._saver import PersistSaver
+    from .._checkpoint.saver import PersistSaver
+    from .._results.inspect import thread_checkpoints
 
     with database_errors(url):
         read_service(url).db  # noqa: B018 - the same checks and errors as every read command
@@ -382,10 +382,10 @@ def serve(
     """
     from rich.markup import escape
 
-    from ._errors import PersistenceError
+    from .._errors import PersistenceError
 
     try:
-        from .server import serve as serve_graph
+        from ..server import serve as serve_graph
     except ImportError as exc:
         fail(escape(str(exc)))  # the message names 'langchain-persist[server]'
     try:

@@ -16,17 +16,17 @@ from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._aio import async_twin
-from ._codec import load_values
-from ._engine import Database, get_database, resolve_url
-from ._errors import NotFoundError, OwnershipError, StorageError, ValidationError
-from ._ids import uuid7
-from ._migrate import ensure_schema
-from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
-from ._sanitize import clean_text, jsonable, to_text, truncate
-from ._schema import LOG_LEVELS, RESULT_STATUSES, agent_traces, execution_logs
-from ._store import checkpoints, events, results
-from ._store._paging import as_utc
+from .._aio import async_twin
+from .._checkpoint.codec import load_values
+from .._db.engine import Database, get_database, resolve_url
+from .._db.migrate import ensure_schema
+from .._db.schema import LOG_LEVELS, RESULT_STATUSES, agent_traces, execution_logs
+from .._db.sql import checkpoints, events, results
+from .._db.sql.paging import as_utc
+from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
+from .._ids import uuid7
+from .._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from .._sanitize import clean_text, jsonable, to_text, truncate
 
 logger = logging.getLogger("langchain_persist")
 

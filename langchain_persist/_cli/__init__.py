@@ -1,0 +1,1 @@
+"""The ``langchain-persist`` command (the ``cli`` extra: Typer and Rich) and the demo."""
