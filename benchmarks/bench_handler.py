@@ -47,8 +47,9 @@ from langchain.agents import create_agent  # noqa: E402
 from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService  # noqa: E402
-from langchain_persist._callbacks.writer import BackgroundWriter, TraceEvent  # noqa: E402
+from langchain_persist._callbacks.writer import BackgroundWriter  # noqa: E402
 from langchain_persist._db.engine import dispose_database  # noqa: E402
+from langchain_persist._results.events import TraceEvent  # noqa: E402
 
 PG_ADMIN = os.environ.get(
     "LANGCHAIN_PERSIST_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
+
+from ._process import after_fork_in_child
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -15,7 +16,13 @@ _counter = 0
 # os.urandom costs a system call per id.
 _random = random.Random()
 _bits = _random.getrandbits
-os.register_at_fork(after_in_child=_random.seed)
+_watching = False
+
+
+def _after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+    _random.seed()  # the child must not draw the parent's next ids
 
 
 def uuid7() -> str:
@@ -26,7 +33,10 @@ def uuid7() -> str:
 
 def uuid7_hex() -> str:
     """A new UUIDv7 as 32 hex digits, without dashes (as SQLite stores a UUID column)."""
-    global _last_ms, _counter
+    global _last_ms, _counter, _watching
+    if not _watching:
+        _watching = True
+        after_fork_in_child(_after_fork)
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:

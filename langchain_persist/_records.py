@@ -11,7 +11,7 @@ from sqlalchemy import Row
 R = TypeVar("R")
 
 
-class _Record:
+class Record:
     """Builds a record from a database row, whatever the dialect returned."""
 
     @classmethod
@@ -32,7 +32,7 @@ def _normalize(value: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentResult(_Record):
+class AgentResult(Record):
     """One execution's result, updated incrementally while the run goes."""
 
     id: str
@@ -51,7 +51,7 @@ class AgentResult(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutionLog(_Record):
+class ExecutionLog(Record):
     """One log line of an execution."""
 
     id: str
@@ -65,7 +65,7 @@ class ExecutionLog(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class AgentTrace(_Record):
+class AgentTrace(Record):
     """One trace event (tool_start, tool_end, tool_error, ...) of an execution."""
 
     id: str
@@ -82,7 +82,7 @@ class AgentTrace(_Record):
 
 
 @dataclass(frozen=True, slots=True)
-class CheckpointState(_Record):
+class CheckpointState(Record):
     """A checkpoint of a thread, as saved by the service or by `PersistSaver`."""
 
     id: str

@@ -25,7 +25,7 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
-from langchain_persist._callbacks.writer import CONTEXT_KEYS
+from langchain_persist._results.events import CONTEXT_KEYS
 
 
 @pytest.fixture
@@ -373,60 +373,54 @@ def test_bulk_rows_round_trip(service):
     assert stored[1].metadata == {"nested": {"list": [1, 2.5, None]},
                                   "text": awkward.replace("\x00", "\ufffd")}
     assert stored[2].duration == pytest.approx(2 / 3)
-    assert [t.id for t in stored] == [r["id"] for r in rows]
+    assert [t.id for t in stored] == [str(uuid.UUID(r[2])) for r in rows]  # the id column
     log = service.log_row(agent_id="a", execution_id="bulk", message=awkward, level="warning")
     assert service.save_logs([log]) == 1
     assert service.get_execution_logs("bulk")[0].message == awkward.replace("\x00", "\ufffd")
 
 
-def test_writer_rows_are_the_service_rows(service):
-    """The writer builds rows directly in the driver's form; they are exactly what the
-    service's own row builders and the columns' bind processing make of the same events."""
-    from langchain_persist._callbacks.writer import LogEvent, TraceEvent
-    from langchain_persist._db.schema import agent_traces, execution_logs
-    from langchain_persist._db.sql.events import _encoder
+def test_event_rows_read_back_as_the_events_were(service):
+    """Event rows are built once, in the driver's form (what the writer stores); read back,
+    and as `save_trace` returns them, they hold exactly what happened: the moment to the
+    microsecond (rounded as datetime rounds it), cleaned and truncated text, the run context."""
+    from langchain_persist._db.schema import agent_traces
+    from langchain_persist._db.sql.events import as_record
+    from langchain_persist._results.events import LogEvent, TraceEvent
 
     awkward = 'tab\there, NUL\x00, "quotes", é, 🙂'
-    run, parent = uuid.uuid4(), uuid.uuid4()
+    clean = awkward.replace("\x00", "\ufffd")
+    run, parent, thread = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     moments = [1_700_000_000.0, 1_700_000_000.9999996, 1_700_000_001.1234565, time.time()]
-    context = {"langgraph_node": "tools", "langgraph_step": 3, "thread_id": uuid.uuid4(),
+    context = {"langgraph_node": "tools", "langgraph_step": 3, "thread_id": thread,
                "langgraph_checkpoint_ns": "tools:x", "langgraph_path": ("__pregel_pull",)}
-    traces = [
-        TraceEvent("a", run, "tool_end", "name\x00", awkward * 100, run, parent, 1.5, at,
-                   context, {"tool_call_id": "c1", "handled": True})
-        for at in moments
-    ] + [TraceEvent("a", "e-1", "chain_error", None, {"k": [1, 2.5]}, None, None, None,
-                    moments[0])]
+    fmt, limit = service.event_format(), service.trace_content_limit
+    traces = [TraceEvent("a", run, "tool_end", "name\x00", awkward * 100, run, parent, 1.5, at,
+                         context, {"tool_call_id": "c1", "handled": True}) for at in moments]
     logs = [LogEvent("a", run, "warn", awkward, "src", at, {"n": 1}, detail=awkward * 100)
             for at in moments]
-    limit = service.trace_content_limit
-    with service.db.write() as conn:
-        encode = {t: _encoder(conn.dialect, t) for t in (agent_traces, execution_logs)}
-    id_at = list(agent_traces.c.keys()).index("id")
+    trace_rows = [e.to_values(fmt, limit) for e in traces]
+    assert service.insert_events("traces", trace_rows) == 4
+    assert service.insert_events("logs", [e.to_values(fmt, limit) for e in logs]) == 4
 
-    def same(fast, slow):
-        assert fast[:id_at] + fast[id_at + 1:] == slow[:id_at] + slow[id_at + 1:]
-        assert len(fast[id_at]) == len(slow[id_at])  # with dashes on PostgreSQL, not SQLite
-
-    for e in traces:
-        ctx = {alias: e.context[key] for key, alias in CONTEXT_KEYS.items()
-               if e.context and key in e.context}
-        slow = service.trace_row(
-            agent_id=e.agent_id, execution_id=str(e.execution_id), type=e.type, name=e.name,
-            content=e.content, run_id=e.run_id and str(e.run_id),
-            parent_run_id=e.parent_run_id and str(e.parent_run_id),
-            metadata={**ctx, **(e.extra or {})}, duration=e.duration,
-            timestamp=dt.datetime.fromtimestamp(e.timestamp, dt.UTC),
-        )
-        same(e.to_values(service.event_format(), limit), encode[agent_traces](slow))
-    for e in logs:
-        slow = service.log_row(
-            agent_id=e.agent_id, execution_id=str(e.execution_id), message=e.message,
-            level=e.level, source=e.source,
-            metadata={**e.metadata, "detail": e.detail[:limit], "detail_length": len(e.detail)},
-            timestamp=dt.datetime.fromtimestamp(e.timestamp, dt.UTC),
-        )
-        same(e.to_values(service.event_format(), limit), encode[execution_logs](slow))
+    stored = service.get_execution_traces(str(run))
+    assert [t.timestamp for t in stored] == [dt.datetime.fromtimestamp(at, dt.UTC)
+                                             for at in moments]
+    assert [as_record(agent_traces, r) for r in trace_rows] == list(stored)
+    first = stored[0]
+    assert (first.agent_id, first.run_id, first.parent_run_id) == ("a", str(run), str(parent))
+    assert (first.name, first.duration, first.type) == ("name\ufffd", 1.5, "tool_end")
+    assert first.content == (clean * 100)[:limit]
+    assert first.metadata == {
+        "node": "tools", "step": 3, "thread_id": str(thread), "checkpoint_ns": "tools:x",
+        "tool_call_id": "c1", "handled": True, "truncated": True,
+        "content_length": len(awkward) * 100,
+    }
+    assert CONTEXT_KEYS["langgraph_node"] == "node"
+    log = service.get_execution_logs(str(run))[0]
+    assert (log.level, log.message, log.source) == ("warn", clean, "src")
+    assert log.metadata == {"n": 1, "detail": (clean * 100)[:limit],
+                            "detail_length": len(awkward) * 100}
+    assert log.timestamp == dt.datetime.fromtimestamp(moments[0], dt.UTC)
 
 
 def test_result_is_updated_while_the_run_goes(service, handler):

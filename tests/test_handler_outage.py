@@ -21,8 +21,9 @@ from langchain_persist import (
     ResultsPersistenceService,
     StorageError,
 )
-from langchain_persist._callbacks.writer import BackgroundWriter, TraceEvent
+from langchain_persist._callbacks.writer import BackgroundWriter
 from langchain_persist._db import engine as _engine
+from langchain_persist._results.events import TraceEvent
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect
 
 from langchain_persist import ResultsPersistenceService, SchemaError
-from langchain_persist._db.engine import get_database
+from langchain_persist._db.engine import acquire
 from langchain_persist._db.migrate import check, current_revision, head_revision, upgrade
 from langchain_persist._db.schema import metadata
 
@@ -17,7 +17,7 @@ CLI = [sys.executable, "-m", "langchain_persist._cli.commands"]
 
 
 def test_migrations_match_schema_module(db_url: str) -> None:
-    db = get_database(db_url)
+    db = acquire(db_url)
     assert current_revision(db) is None
     upgrade(db)
     assert current_revision(db) == head_revision()
@@ -55,11 +55,11 @@ def test_cli_unreachable_database_is_one_clear_line() -> None:
 
 def test_two_processes_upgrade_one_empty_database(pg_url: str) -> None:
     code = (
-        "import sys; from langchain_persist._db.engine import get_database;"
-        "from langchain_persist._db.migrate import upgrade; upgrade(get_database(sys.argv[1]))"
+        "import sys; from langchain_persist._db.engine import acquire;"
+        "from langchain_persist._db.migrate import upgrade; upgrade(acquire(sys.argv[1]))"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
-    assert current_revision(get_database(pg_url)) == head_revision()
+    assert current_revision(acquire(pg_url)) == head_revision()

@@ -22,7 +22,7 @@ from typing_extensions import TypedDict
 from langchain_persist import ConfigurationError, PersistSaver
 from langchain_persist._cli.commands import app as cli
 from langchain_persist.server import create_app, load_graph
-from langchain_persist.server._graphs import default_task_input, with_checkpointer
+from langchain_persist.server._graphs import default_task_input, with_saver
 
 TESTS = Path(__file__).parent
 
@@ -93,8 +93,8 @@ def test_graphs_are_found_by_name_and_given_the_server_saver(sqlite_url, monkeyp
     assert load_graph("server_graphs:agent") is server_graphs.agent
     assert load_graph("server_graphs:agent.name") == "scripted-agent"  # a dotted attribute
     for target in (server_graphs.agent, server_graphs.task_graph, server_graphs.task_builder):
-        graph = with_checkpointer(target, saver)
-        assert graph.checkpointer is saver
+        graph, used = with_saver(target, lambda: saver)
+        assert graph.checkpointer is saver and used is saver
     assert server_graphs.agent.checkpointer is None  # the original is left alone
 
     class Query(TypedDict):
@@ -104,9 +104,9 @@ def test_graphs_are_found_by_name_and_given_the_server_saver(sqlite_url, monkeyp
     builder.add_node("noop", lambda state: state)
     builder.add_edge(START, "noop")
     with pytest.raises(ConfigurationError, match="task_input=lambda"):
-        default_task_input(with_checkpointer(builder, saver))
+        default_task_input(with_saver(builder, lambda: saver)[0])
     with pytest.raises(ConfigurationError, match="returned a str"):
-        with_checkpointer(lambda: "not a graph", saver)
+        with_saver(lambda: "not a graph", lambda: saver)
     app = create_app(builder, url=sqlite_url, task_input=lambda task: {"query": task})
     assert app.state.persist.task_input("q") == {"query": "q"}
 

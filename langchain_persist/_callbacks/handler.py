@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -48,87 +47,24 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.errors import GraphBubbleUp, GraphInterrupt, GraphRecursionError
 
 from .._errors import PersistenceError, StorageError, ValidationError
+from .._results.events import LogEvent, TraceEvent
 from .._results.service import ResultsPersistenceService
+from . import execution
+from .execution import ExecutionState
+from .outputs import error_text, final_output
 from .writer import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_QUEUE,
     BackgroundWriter,
-    LogEvent,
     ResultOwner,
     ResultWrite,
-    TraceEvent,
 )
 
 logger = logging.getLogger("langchain_persist")
 
 PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
 _RETRY_TAG = "retry:attempt:"
-
-
-# Guards the counters of every execution: their updates are rare and tiny.
-_COUNTING = threading.Lock()
-
-
-class _Execution:
-    """What the handler knows about one execution while it runs.
-
-    One per root run, and one per tool or model called on its own (made per call), so it sets
-    only what every execution needs; the rest are class defaults until first changed.  A root
-    run's result row is shared with the writer through ``row``.  ``execution_id`` stays the
-    run's UUID until the writer formats it, unless a result row needs it as text.
-    """
-
-    row: ResultOwner | None = None
-    opening: dict[str, Any] | None = None  # the save_result arguments of its running row
-    llm_calls = 0
-    tool_calls = 0
-    usage: dict[str, int] | None = None
-    first_step: int | None = None
-    last_step: int | None = None
-    limit: int | None = None
-    near_limit = False
-    partial: Any = None
-    last_error: BaseException | None = None
-    failed_tasks: set[str] | None = None  # LangGraph tasks that raised
-    progress_at = 0.0
-    interrupted = False  # a node called interrupt(): the run waits for input
-
-    def __init__(
-        self, agent_id: str, execution_id: str | UUID, root_run_id: UUID, name: str | None,
-        thread_id: str | None,
-    ) -> None:
-        self.agent_id = agent_id
-        self.execution_id = execution_id
-        self.root_run_id = root_run_id
-        self.name = name
-        self.thread_id = thread_id
-        self.started = time.time()
-
-    def summary(self) -> dict[str, Any]:
-        """The counters kept in the result's metadata."""
-        steps = 0 if self.first_step is None else self.last_step - self.first_step + 1  # type: ignore[operator]
-        return {
-            "usage": dict(self.usage or {}), "steps": steps, "llm_calls": self.llm_calls,
-            "tool_calls": self.tool_calls,
-            "duration_ms": round((time.time() - self.started) * 1000, 3),
-        }
-
-
-def _error_text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-def _final_output(outputs: Any) -> Any:
-    """What a run produced, without the rest of its state: the last message's content."""
-    if isinstance(outputs, Mapping):
-        if outputs.get("structured_response") is not None:
-            return outputs["structured_response"]
-        messages = outputs.get("messages")
-        if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
-            outputs = messages[-1]
-    content = getattr(outputs, "content", None)
-    return outputs if content is None else content
 
 
 class PersistCallbackHandler(BaseCallbackHandler):
@@ -138,9 +74,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
         agent_id: the agent the executions belong to; defaults to ``agent_id`` in the run
             metadata, else the root run's name.
         url: the database URL (default: ``LANGCHAIN_PERSIST_DATABASE_URL``, ``DATABASE_URL``,
-            then a SQLite file here).  Ignored when ``service`` is given.
+            then a SQLite file here).  Ignored when ``service`` or ``writer`` is given.
         service: a `ResultsPersistenceService` to write through.
-        writer: a `BackgroundWriter` to share with other handlers (else one of its own).
+        writer: a `BackgroundWriter` to share with other handlers (else one of its own): the
+            handler then writes through the writer's service and result store.
         max_queue, batch_size, flush_interval: the writer's settings.
         trace_llm: also record ``llm_end`` / ``llm_error`` traces.
         raise_error: write the ``running`` row on the caller's thread when the run starts,
@@ -177,15 +114,22 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 f"agent_id must be a non-empty string of at most 255 characters, got {agent_id!r}"
             )
         self.agent_id = agent_id
-        self.service = service if service is not None else ResultsPersistenceService(url)
         if writer is None:
+            service = service if service is not None else ResultsPersistenceService(url)
             writer = BackgroundWriter(
-                self.service, max_queue=max_queue, batch_size=batch_size,
+                service, max_queue=max_queue, batch_size=batch_size,
                 flush_interval=flush_interval,
             )
             # a handler dropped without close() still stores what it queued, then its
             # thread ends (without waiting here)
             weakref.finalize(self, writer.close, 0)
+        elif service is not None and service is not writer.service:
+            raise ValidationError(
+                "pass a service or a writer, not both: the handler stores through the "
+                "writer's service"
+            )
+        self.service = writer.service
+        self.results = writer.results
         self.writer = writer
         self.trace_llm = trace_llm
         self.raise_error = raise_error
@@ -310,7 +254,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             if ex.last_error is not error:
                 ex.last_error = error
                 self._put(TraceEvent(
-                    ex.agent_id, ex.execution_id, "chain_error", name, _error_text(error), run_id,
+                    ex.agent_id, ex.execution_id, "chain_error", name, error_text(error), run_id,
                     parent_run_id, None, time.time(), metadata,
                 ))
         except Exception as exc:
@@ -377,7 +321,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             kind = "tool_error"
             if isinstance(error, GraphBubbleUp):  # interrupt() or a Command: not a failure
                 kind = "tool_interrupt" if paused else "tool_end"
-            ex = self._end_tool(kind, _error_text(error), run_id, parent_run_id)
+            ex = self._end_tool(kind, error_text(error), run_id, parent_run_id)
             if ex is not None:
                 if paused:
                     ex.interrupted = True
@@ -389,7 +333,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
     def _end_tool(
         self, kind: str, content: Any, run_id: UUID, parent_run_id: UUID | None,
         *, handled: bool = False,
-    ) -> _Execution | None:
+    ) -> ExecutionState | None:
         """Trace the end of a tool call and count it; the execution it belongs to, if known."""
         entry = self._runs.pop(run_id, None)
         if entry is None:
@@ -398,7 +342,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         if handled:
             extra = {**(extra or {}), "handled": True}
         now = time.time()
-        with _COUNTING:
+        with execution.COUNTING:
             ex.tool_calls += 1
         self._put(TraceEvent(
             ex.agent_id, ex.execution_id, kind, name, content, run_id, parent_run_id,
@@ -466,7 +410,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 (response.llm_output or {}).get("token_usage") if response.llm_output else None
             )
             calls = getattr(message, "tool_calls", None)
-            with _COUNTING:
+            with execution.COUNTING:
                 ex.llm_calls += 1
                 if usage:
                     if ex.usage is None:
@@ -514,7 +458,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             ex.last_error = error
             if self.trace_llm:
                 self._put(TraceEvent(
-                    ex.agent_id, ex.execution_id, "llm_error", name, _error_text(error), run_id,
+                    ex.agent_id, ex.execution_id, "llm_error", name, error_text(error), run_id,
                     parent_run_id, (now - started) * 1000, now, metadata,
                 ))
         except Exception as exc:
@@ -536,7 +480,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             self._log(
                 entry[0], "warn", f"retrying {entry[2] or 'run'} after attempt {attempt}",
                 {"attempt": attempt, "run_id": str(run_id),
-                 "error": None if error is None else _error_text(error)},
+                 "error": None if error is None else error_text(error)},
             )
         except Exception as exc:
             self._fault("on_retry", exc)
@@ -565,7 +509,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     def _open(
         self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None, inputs: Any
-    ) -> _Execution:
+    ) -> ExecutionState:
         """Start an execution and its ``running`` result row.
 
         The row is created by the writer within one flush interval (so a short run costs
@@ -584,7 +528,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         }
         if self.raise_error:
             try:
-                row.result_id = self.service.save_result(**ex.opening).id
+                row.result_id = self.results.save_result(**ex.opening).id
             except PersistenceError as exc:
                 self._result_failed("create", ex, exc)
         else:
@@ -594,7 +538,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         return ex
 
     def _finish(
-        self, ex: _Execution, *, outputs: Any = None, error: BaseException | None = None
+        self, ex: ExecutionState, *, outputs: Any = None, error: BaseException | None = None
     ) -> None:
         """Complete or fail the execution's result (blocking: one write), then log it."""
         row = ex.row
@@ -606,29 +550,29 @@ class PersistCallbackHandler(BaseCallbackHandler):
             summary["interrupted"] = True
         fields: dict[str, Any] = {"metadata": summary}
         if error is None:
-            fields.update(status="completed", result=_final_output(outputs))
+            fields.update(status="completed", result=final_output(outputs))
         else:
-            fields.update(status="failed", error=_error_text(error), result=ex.partial)
+            fields.update(status="failed", error=error_text(error), result=ex.partial)
         if ex.thread_id:  # a nicety: an outage is reported by the result write below
             with contextlib.suppress(Exception):
-                fields["checkpoint_id"] = self.service.latest_checkpoint_id(ex.thread_id)
+                fields["checkpoint_id"] = self.results.latest_checkpoint_id(ex.thread_id)
         try:
             if row.result_id is not None:
-                self.service.update_result(row.result_id, **fields)
+                self.results.update_result(row.result_id, **fields)
             else:  # a short run: its whole row in one write
-                self.service.save_result(**self._whole_row(ex, fields))
+                self.results.save_result(**self._whole_row(ex, fields))
         except PersistenceError as exc:
             self._result_failed("finish", ex, exc, fields)
         finally:
             self._finish_log(ex, error, summary)
 
     @staticmethod
-    def _whole_row(ex: _Execution, fields: dict[str, Any]) -> dict[str, Any]:
+    def _whole_row(ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
         row = {**ex.opening, **fields}
         row["metadata"] = {**ex.opening.get("metadata", {}), **fields.get("metadata", {})}
         return row
 
-    def _finish_log(self, ex: _Execution, error: BaseException | None, summary: Any) -> None:
+    def _finish_log(self, ex: ExecutionState, error: BaseException | None, summary: Any) -> None:
         if error is None and summary.get("interrupted"):
             self._log(ex, "info", f"execution interrupted, waiting for input: {ex.name or 'run'}",
                       summary)
@@ -637,10 +581,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
         elif isinstance(error, GraphRecursionError):
             self._log(ex, "error", f"execution failed: recursion limit reached: {error}", summary)
         else:
-            self._log(ex, "error", f"execution failed: {_error_text(error)}", summary)
+            self._log(ex, "error", f"execution failed: {error_text(error)}", summary)
 
     def _result_failed(
-        self, action: str, ex: _Execution, exc: PersistenceError,
+        self, action: str, ex: ExecutionState, exc: PersistenceError,
         fields: dict[str, Any] | None = None,
     ) -> None:
         """Report a result write that failed; retry its end in the background."""
@@ -659,20 +603,20 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     def _execution(
         self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None
-    ) -> _Execution:
+    ) -> ExecutionState:
         """The execution a run without a known parent starts: a root run's (see `_open`), or
         that of a tool or model called on its own, traced without a result row."""
         meta = metadata or {}
         agent_id = self.agent_id or meta.get("agent_id") or name or "agent"
         execution_id = meta.get("execution_id") or run_id
         thread_id = meta.get("thread_id")
-        return _Execution(
+        return ExecutionState(
             str(agent_id), execution_id, run_id, name,
             None if thread_id is None else str(thread_id),
         )
 
     def _follow(
-        self, ex: _Execution, name: str | None, metadata: Mapping[str, Any] | None,
+        self, ex: ExecutionState, name: str | None, metadata: Mapping[str, Any] | None,
         tags: list[str] | None, run_id: UUID,
     ) -> None:
         """Follow a nested run: the LangGraph step it is in, and a retry its tags announce."""
@@ -681,7 +625,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         if tags:
             self._retry_tag(ex, name, tags, run_id)
 
-    def _track(self, ex: _Execution, metadata: Mapping[str, Any]) -> None:
+    def _track(self, ex: ExecutionState, metadata: Mapping[str, Any]) -> None:
         step = metadata.get("langgraph_step")
         if step is not None:
             if ex.limit is None:  # LangGraph shows its config to a node's inner runs only
@@ -690,7 +634,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             if step != ex.last_step:
                 self._step(ex, step, metadata)
 
-    def _step(self, ex: _Execution, step: int, metadata: Mapping[str, Any]) -> None:
+    def _step(self, ex: ExecutionState, step: int, metadata: Mapping[str, Any]) -> None:
         """Follow the LangGraph super-step of the top graph; warn near the recursion limit."""
         if "|" in (metadata.get("langgraph_checkpoint_ns") or ""):
             return  # a subgraph counts its own steps
@@ -704,14 +648,18 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 self._log(ex, "warn", f"run is near its recursion limit: step {used} of "
                           f"{ex.limit}", {"step": used, "recursion_limit": ex.limit})
 
-    def _node_retry(self, ex: _Execution, name: str | None, metadata: Mapping[str, Any]) -> None:
+    def _node_retry(
+        self, ex: ExecutionState, name: str | None, metadata: Mapping[str, Any]
+    ) -> None:
         task = metadata.get("langgraph_checkpoint_ns")
         if ex.failed_tasks and task in ex.failed_tasks and name == metadata.get("langgraph_node"):
             ex.failed_tasks.discard(task)
             self._log(ex, "warn", f"retrying node {name}",
                       {"node": name, "step": metadata.get("langgraph_step")})
 
-    def _retry_tag(self, ex: _Execution, name: str | None, tags: list[str], run_id: UUID) -> None:
+    def _retry_tag(
+        self, ex: ExecutionState, name: str | None, tags: list[str], run_id: UUID
+    ) -> None:
         for tag in tags:
             if tag.startswith(_RETRY_TAG):
                 attempt = tag[len(_RETRY_TAG):]
@@ -721,7 +669,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 return
 
     def _log(
-        self, ex: _Execution, level: str, message: str,
+        self, ex: ExecutionState, level: str, message: str,
         metadata: Mapping[str, Any] | None = None, detail: Any = None,
     ) -> None:
         self._put(LogEvent(ex.agent_id, ex.execution_id, level, message, self.source,

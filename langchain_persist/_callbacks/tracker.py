@@ -17,16 +17,14 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from .._errors import NotFoundError, PersistenceError
 from .._ids import uuid7
 from .._records import AgentResult
 from .._results.service import ResultsPersistenceService
-
-if TYPE_CHECKING:
-    from .handler import PersistCallbackHandler
-    from .writer import BackgroundWriter
+from .handler import PersistCallbackHandler
+from .writer import BackgroundWriter
 
 _FINISHING = ("status", "error", "completed_at")
 _UPDATABLE = ("status", "result", "metadata", "error", "checkpoint_id", "quest_id")
@@ -64,8 +62,7 @@ class ExecutionTracker:
         self.service = service if service is not None else ResultsPersistenceService(url)
         self.source = source
         self._active: dict[str, _Tracked] = {}
-        self._running_rows: set[str] = set()  # result ids of _active, read by writer threads
-        self._results = _AttemptResults(self.service, self)
+        self._results = AttemptResults(self.service)
         self._writer: BackgroundWriter | None = None
 
     def __repr__(self) -> str:
@@ -98,7 +95,7 @@ class ExecutionTracker:
         )
         tracked = _Tracked(agent_id, execution_id, row.id, thread_id)
         self._active[execution_id] = tracked
-        self._running_rows.add(row.id)
+        self._results.adopt(execution_id, row.id)
         await self._log(tracked, "info", "execution started",
                         None if task is None else {"task": task})
         return row
@@ -173,9 +170,6 @@ class ExecutionTracker:
         row's status is left to `complete_execution` and `fail_execution`.  Handlers share
         one background writer, stored by `flush` and `close`.
         """
-        from .handler import PersistCallbackHandler
-        from .writer import BackgroundWriter
-
         tracked = self._active.get(execution_id)
         if tracked is None:
             raise NotFoundError(
@@ -183,11 +177,8 @@ class ExecutionTracker:
                 "start_execution first"
             )
         if self._writer is None:
-            self._writer = BackgroundWriter(cast(ResultsPersistenceService, self._results))
-        return PersistCallbackHandler(
-            tracked.agent_id, service=cast(ResultsPersistenceService, self._results),
-            writer=self._writer, source=source,
-        )
+            self._writer = BackgroundWriter(self.service, results=self._results)
+        return PersistCallbackHandler(tracked.agent_id, writer=self._writer, source=source)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until the traces and logs of every handler so far are stored."""
@@ -216,8 +207,7 @@ class ExecutionTracker:
             checkpoint_id=checkpoint_id, metadata=metadata,
         )
         self._active.pop(execution_id, None)
-        self._running_rows.discard(tracked.result_id)
-        self._results.forget(tracked.result_id)
+        self._results.forget(execution_id)
         await self._log(tracked, "error" if error else "info", message,
                         {"checkpoint_id": row.checkpoint_id, **(metadata or {})})
         return row
@@ -244,30 +234,34 @@ class ExecutionTracker:
         )
 
 
-class _AttemptResults:
-    """The service the tracker's handlers write through.
+class AttemptResults:
+    """The `ResultStore` of the tracker's handlers: the service's, except for the result rows
+    of the executions the tracker is running (see `adopt`).
 
-    The same as the tracker's service, except for the result rows of the executions the
-    tracker is running: a run's start adopts the execution's row instead of creating one; a
-    run's end leaves the row's status (and error) alone, so a failed attempt that will be
-    retried does not finish the execution; and the counters of a run (tokens, model and tool
-    calls, steps, time) are added to those of the execution's earlier runs.
+    For those, a run's start adopts the execution's row instead of creating one; a run's end
+    leaves the row's status (and error) alone, so a failed attempt that will be retried does
+    not finish the execution; and the counters of a run (tokens, model and tool calls, steps,
+    time) are added to those of the execution's earlier runs.  Writer threads call it while
+    the tracker adopts and forgets rows on the event loop: each step is one dict operation.
     """
 
-    def __init__(self, service: ResultsPersistenceService, tracker: ExecutionTracker) -> None:
-        self._service = service
-        self._tracker = tracker
+    def __init__(self, service: ResultsPersistenceService) -> None:
+        self.service = service
+        self._rows: dict[str, str] = {}  # execution id -> its result id, while it runs
+        self._running: set[str] = set()  # the result ids of _rows
         self._earlier: dict[str, dict[str, Any]] = {}  # result id -> counters of ended runs
 
-    def forget(self, result_id: str) -> None:
-        """The execution ended: drop what was kept about its runs."""
-        self._earlier.pop(result_id, None)
+    def adopt(self, execution_id: str, result_id: str) -> None:
+        """The runs of ``execution_id`` write into row ``result_id`` (until `forget`)."""
+        self._rows[execution_id] = result_id
+        self._running.add(result_id)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._service, name)
-
-    def __repr__(self) -> str:
-        return repr(self._service)
+    def forget(self, execution_id: str) -> None:
+        """The execution ended: its runs' writes go to the service as they are."""
+        result_id = self._rows.pop(execution_id, None)
+        if result_id is not None:
+            self._running.discard(result_id)
+            self._earlier.pop(result_id, None)
 
     def save_result(self, **fields: Any) -> AgentResult:
         """For a run of a tracked execution, update its row instead; otherwise create a row.
@@ -275,16 +269,16 @@ class _AttemptResults:
         The handler creates a run's row at its start, or, for a short run, writes the whole
         row at its end: either way the fields go into the execution's row.
         """
-        tracked = self._tracker._active.get(str(fields.get("execution_id")))
-        if tracked is None:
-            return self._service.save_result(**fields)
+        result_id = self._rows.get(str(fields.get("execution_id")))
+        if result_id is None:
+            return self.service.save_result(**fields)
         return self.update_result(
-            tracked.result_id, **{k: v for k, v in fields.items() if k in _UPDATABLE})
+            result_id, **{k: v for k, v in fields.items() if k in _UPDATABLE})
 
     def update_result(self, result_id: str, **fields: Any) -> AgentResult:
         """Update a row; for a tracked execution, keep output and counters but not the end."""
-        if result_id not in self._tracker._running_rows:
-            return self._service.update_result(result_id, **fields)
+        if result_id not in self._running:
+            return self.service.update_result(result_id, **fields)
         run_ended = fields.get("status") in ("completed", "failed")
         fields = {k: v for k, v in fields.items() if k not in _FINISHING}
         counters = fields.get("metadata")
@@ -294,7 +288,11 @@ class _AttemptResults:
             fields["metadata"] = total
             if run_ended:
                 self._earlier[result_id] = total
-        return self._service.update_result(result_id, **fields)
+        return self.service.update_result(result_id, **fields)
+
+    def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
+        """The newest checkpoint id of a thread (the service's)."""
+        return self.service.latest_checkpoint_id(thread_id, checkpoint_ns)
 
 
 def _added(earlier: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,47 +2,41 @@
 
 The caller's thread only puts a small immutable record on a queue (`BackgroundWriter.put`,
 about a microsecond).  A daemon thread turns records into rows, directly in the form the
-database driver takes (`to_values`: the costly part), and hands them to the service's
-`save_event_values`, one statement per batch.  A batch closes when it holds ``batch_size``
-records, when ``flush_interval`` seconds have passed since its first record, or at a flush.
+database driver takes (`TraceEvent.to_values`: the costly part), and stores them through an
+`EventStore` (the service's `insert_events`), one statement per batch; result rows go through a
+`ResultStore`.  A batch closes when it holds ``batch_size`` records, when ``flush_interval``
+seconds have passed since its first record, or at a flush.
 
 Never in the caller's way: a full queue drops the record (counted in `dropped`), a database
 outage drops the batch (counted), and each episode is reported by ONE warning on the
 ``langchain_persist`` logger.  Nothing here imports LangChain.
 
-Shutdown: `flush` waits until what was queued before it is stored; `close` flushes and stops
-the thread; an ``atexit`` hook flushes every live writer at normal exit (also after an uncaught
-exception).  For SIGTERM, the first writer made in the main thread installs a handler *only if
-SIGTERM still has the default disposition*: it flushes every writer (bounded by
-``SHUTDOWN_TIMEOUT``), restores the default disposition and re-sends SIGTERM to the process,
-so the process still dies by SIGTERM, as it would have.  An application that installs its own
-SIGTERM handler keeps it; if that handler exits through ``sys.exit``, the ``atexit`` flush
-runs.  A process killed with SIGKILL loses what was queued but not yet written: at most the
-last ``flush_interval`` (plus one write).
+Shutdown (see `shutdown`): `flush` waits until what was queued before it is stored; `close`
+flushes and stops the thread; at exit and on SIGTERM every live writer is flushed.  A process
+killed with SIGKILL loses what was queued but not yet written: at most the last
+``flush_interval`` (plus one write).
+
+Fork: in the child of an ``os.fork()`` a writer starts afresh on its first record (a new
+thread, an empty queue, zero counters): what the parent had queued is the parent's to store,
+so it is neither stored twice nor counted as lost.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import queue
-import signal
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from .._db.schema import agent_traces, execution_logs
-from .._db.sql.events import EventFormat
-from .._errors import PersistenceError, ValidationError
-from .._results.service import _key, _level
-from .._sanitize import dumps, jsonable, to_text, truncate
-
-if TYPE_CHECKING:
-    from .._results.service import ResultsPersistenceService
+from .._errors import PersistenceError, StorageError, ValidationError
+from .._results.events import LogEvent, TraceEvent
+from .._results.storage import EventStore, ResultStore
+from . import shutdown
+from .shutdown import SHUTDOWN_TIMEOUT
 
 logger = logging.getLogger("langchain_persist")
 
@@ -50,95 +44,10 @@ DEFAULT_MAX_QUEUE = 100_000
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_INTERVAL = 0.2
 DEFAULT_MAX_BATCH_BYTES = 1 << 20
-SHUTDOWN_TIMEOUT = 10.0
 # Rows serialized between two voluntary releases of the GIL, so that the agent's threads never
 # wait a whole switch interval (5 ms) behind a big batch.
 _YIELD_EVERY = 128
 _MAX_PENDING_RESULTS = 10_000
-# Run-metadata keys worth keeping on a trace (the rest of the run metadata is not stored).
-CONTEXT_KEYS = {
-    "langgraph_node": "node",
-    "langgraph_step": "step",
-    "thread_id": "thread_id",
-    "langgraph_checkpoint_ns": "checkpoint_ns",
-}
-
-
-def _text(run_id: Any) -> str | None:
-    return None if run_id is None else str(run_id)
-
-
-class TraceEvent(NamedTuple):
-    """A trace event as the caller saw it; turned into a row in the writer thread."""
-
-    agent_id: str
-    execution_id: Any  # a str, or a run's UUID
-    type: str
-    name: str | None
-    content: Any
-    run_id: Any
-    parent_run_id: Any
-    duration: float | None
-    timestamp: float
-    context: Mapping[str, Any] | None = None
-    extra: Mapping[str, Any] | None = None
-
-    def to_values(self, fmt: EventFormat, limit: int) -> tuple[Any, ...]:
-        """The `agent_traces` row as the driver takes it, in column order (raises
-        `ValidationError`): what `ResultsPersistenceService.trace_row` and the columns' bind
-        processing make of the event, at half their cost (its type and duration are the
-        handler's own, so they are not checked again)."""
-        meta: dict[str, Any] = {}
-        if self.context:
-            for key, alias in CONTEXT_KEYS.items():
-                value = self.context.get(key)
-                if value is not None:
-                    meta[alias] = value
-        if self.extra:
-            meta.update(self.extra)
-        content = self.content
-        if content is not None:
-            content, length = truncate(to_text(content), limit)
-            if length is not None:
-                meta["truncated"] = True
-                meta["content_length"] = length
-        return (
-            _key("execution_id", str(self.execution_id)), fmt.timestamp(self.timestamp),
-            fmt.new_id(), _key("agent_id", self.agent_id), _text(self.run_id),
-            _text(self.parent_run_id), self.type, _key("name", self.name, required=False),
-            content, dumps(jsonable(meta)), self.duration,
-        )
-
-
-class LogEvent(NamedTuple):
-    """A log line; ``detail`` (any value) is stored as truncated text in its metadata."""
-
-    agent_id: str
-    execution_id: Any  # a str, or a run's UUID
-    level: str
-    message: str
-    source: str | None
-    timestamp: float
-    metadata: Mapping[str, Any] | None = None
-    detail: Any = None
-
-    def to_values(self, fmt: EventFormat, limit: int) -> tuple[Any, ...]:
-        """The `execution_logs` row as the driver takes it, in column order (raises
-        `ValidationError`), as `ResultsPersistenceService.log_row` would make it."""
-        meta = dict(self.metadata or {})
-        if self.detail is not None:
-            text, length = truncate(to_text(self.detail), limit)
-            meta["detail"] = text
-            if length is not None:
-                meta["detail_length"] = length
-        return (
-            _key("execution_id", str(self.execution_id)), fmt.timestamp(self.timestamp),
-            fmt.new_id(), _key("agent_id", self.agent_id), _level(self.level),
-            to_text(self.message), _key("source", self.source, required=False),
-            dumps(jsonable(meta)),
-        )
-
-
 # where the writer finds a row's text, to keep batches under max_batch_bytes
 _TRACE_CONTENT = list(agent_traces.c.keys()).index("content")
 _LOG_MESSAGE = list(execution_logs.c.keys()).index("message")
@@ -193,43 +102,22 @@ class _Marker:
         self.stop = stop
 
 
-_DROPPED = "langchain-persist dropped"
-
-
-class _DropFilter(logging.Filter):
-    """Holds back the service's per-batch "dropped" warnings raised in writer threads.
-
-    The writer reports an outage with one warning of its own; this keeps the reason.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: set[int] = set()
-        self.last: dict[int, str] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.thread in self.threads and str(record.msg).startswith(_DROPPED):
-            self.last[record.thread or 0] = str(record.args[-1]) if record.args else ""
-            return False
-        return True
-
-
-_drop_filter = _DropFilter()
-logger.addFilter(_drop_filter)
-
-
 class BackgroundWriter:
     """Stores trace, log and result-progress records in batches from a daemon thread.
 
-    `put` never blocks and never raises.  `written` and `dropped` count records by kind
-    (``traces``, ``logs``, ``results``); `dropped` also counts ``queue_full`` and ``closed``
-    (records put when the queue was full or the writer closed) among its kinds.
+    ``service`` stores the events (a `ResultsPersistenceService`, or any `EventStore`);
+    ``results`` writes result rows (default: ``service``).  `put` never blocks and never
+    raises.  `written` and `dropped` count records by kind (``traces``, ``logs``, ``results``);
+    `dropped` also counts ``queue_full`` and ``closed`` (records put when the queue was full or
+    the writer closed) among its kinds.  ``install_signal_handler=False`` (or
+    ``LANGCHAIN_PERSIST_SIGTERM=off``) leaves SIGTERM alone (see `shutdown`).
     """
 
     def __init__(
         self,
-        service: ResultsPersistenceService,
+        service: EventStore,
         *,
+        results: ResultStore | None = None,
         max_queue: int = DEFAULT_MAX_QUEUE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
@@ -245,23 +133,33 @@ class BackgroundWriter:
                 f"flush_interval must be a positive number of seconds, got {flush_interval!r}"
             )
         self.service = service
+        self.results: ResultStore = results if results is not None else service  # type: ignore[assignment]
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self.max_batch_bytes = max_batch_bytes
+        self._closed = False
+        self._start()
+        shutdown.register(self, install_signal_handler)
+
+    def _start(self) -> None:
+        """A new queue, counters and thread (at creation, and in a forked child)."""
         self.written: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake = threading.Event()  # a full batch, a flush or close: stop gathering
         self._pending: dict[str, ResultWrite] = {}  # final result writes awaiting a retry
-        self._closed = False
         self._warned = False
         self._close_lock = threading.Lock()
-        self._thread = threading.Thread(
+        self._thread: threading.Thread | None = threading.Thread(
             target=self._run, name="langchain-persist-writer", daemon=True
         )
         self._thread.start()
-        _register(self, install_signal_handler)
+
+    def after_fork(self) -> None:
+        """In a forked child (called by `shutdown`): the parent's thread is gone and its queue
+        is the parent's to store; start again on the first record."""
+        self._thread = None
 
     def __repr__(self) -> str:
         return f"BackgroundWriter({self.service!r}, queued={self.queued})"
@@ -275,6 +173,8 @@ class BackgroundWriter:
 
     def put(self, record: TraceEvent | LogEvent | ResultWrite) -> bool:
         """Queue a record; return False (and count it) if it was dropped. Never blocks."""
+        if self._thread is None:  # the first record in a forked child
+            self._restart()
         if self._closed:
             self.dropped["closed"] += 1
             return False
@@ -293,12 +193,19 @@ class BackgroundWriter:
             self._wake.set()
         return True
 
+    def _restart(self) -> None:
+        with shutdown.lock():
+            if self._thread is None and not self._closed:
+                self._start()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record queued before this call is stored (or dropped).
 
         Returns False if ``timeout`` seconds passed first.  Final result writes that failed
         are retried once more.
         """
+        if self._thread is None:  # a forked child that put nothing yet: nothing to wait for
+            return True
         if self._closed:  # closing: wait for the thread to store the rest and end
             return self._join(timeout)
         if not self._thread.is_alive():
@@ -322,11 +229,12 @@ class BackgroundWriter:
         return self._join(timeout)
 
     def _join(self, timeout: float | None) -> bool:
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-        if self._thread.is_alive():
+        thread = self._thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(timeout)
+        if thread is not None and thread.is_alive():
             return False
-        _unregister(self)
+        shutdown.unregister(self)
         return True
 
     # -- the writer thread ---------------------------------------------------------------------
@@ -335,7 +243,6 @@ class BackgroundWriter:
         """Wait for a first record, let a batch gather for ``flush_interval`` (less if it
         fills up or someone flushes), then take what is there without blocking: one wake-up
         per batch, not one per event, so the agent's threads are not interrupted per event."""
-        _drop_filter.threads.add(threading.get_ident())
         source = self._queue
         while True:
             try:
@@ -369,7 +276,6 @@ class BackgroundWriter:
                 if marker.stop:
                     self._give_up_pending()
                     marker.done.set()
-                    _drop_filter.threads.discard(threading.get_ident())
                     return
                 marker.done.set()
 
@@ -415,13 +321,12 @@ class BackgroundWriter:
         for kind, rows in (("traces", traces), ("logs", logs)):
             if not rows:
                 continue
-            stored = self.service.save_event_values(kind, rows)
-            if stored:
-                self.written[kind] += stored
+            try:
+                self.written[kind] += self.service.insert_events(kind, rows)
+            except StorageError as exc:
+                self._count_drop(kind, len(rows), exc)
+            else:
                 self._recovered()
-            if stored < len(rows):
-                reason = _drop_filter.last.pop(threading.get_ident(), "the database failed")
-                self._count_drop(kind, len(rows) - stored, reason)
 
     def _apply(self, record: ResultWrite) -> bool:
         """Write one result change; True when it is done (stored, or can never be stored)."""
@@ -431,15 +336,15 @@ class BackgroundWriter:
                 with owner.row_lock:
                     if owner.finished or owner.result_id is not None:
                         return True  # the caller writes the whole row at the end
-                    owner.result_id = self.service.save_result(**record.fields).id
+                    owner.result_id = self.results.save_result(**record.fields).id
             elif record.kind == "progress" and owner is not None:
                 if owner.finished or owner.result_id is None:
                     return True
-                self.service.update_result(owner.result_id, **record.fields)
+                self.results.update_result(owner.result_id, **record.fields)
             elif record.result_id is not None:
-                self.service.update_result(record.result_id, **record.fields)
+                self.results.update_result(record.result_id, **record.fields)
             elif record.create is not None:
-                self.service.save_result(**record.create)
+                self.results.save_result(**record.create)
         except ValidationError:
             return True  # progress that arrived after the run finished: nothing to do
         except PersistenceError as exc:
@@ -488,55 +393,3 @@ class BackgroundWriter:
             logger.warning(
                 "langchain-persist stores events again (dropped so far: %s)", dict(self.dropped)
             )
-
-
-# -- process-wide shutdown: atexit and SIGTERM --------------------------------------------------
-
-_writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
-_hooks_lock = threading.Lock()
-_hooks_installed = False
-_sigterm_installed = False
-
-
-def flush_all(timeout: float = SHUTDOWN_TIMEOUT) -> bool:
-    """Flush every live writer of this process, within ``timeout`` seconds in all."""
-    deadline = time.monotonic() + timeout
-    ok = True
-    for writer in list(_writers):
-        ok = writer.flush(max(0.0, deadline - time.monotonic())) and ok
-    return ok
-
-
-def _at_exit() -> None:
-    for writer in list(_writers):
-        writer.close(SHUTDOWN_TIMEOUT)
-
-
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    try:
-        flush_all()
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _register(writer: BackgroundWriter, install_signal_handler: bool) -> None:
-    global _hooks_installed, _sigterm_installed
-    with _hooks_lock:
-        _writers.add(writer)
-        if not _hooks_installed:
-            atexit.register(_at_exit)
-            _hooks_installed = True
-        if (
-            install_signal_handler
-            and not _sigterm_installed
-            and threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-        ):
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            _sigterm_installed = True
-
-
-def _unregister(writer: BackgroundWriter) -> None:
-    with _hooks_lock:
-        _writers.discard(writer)

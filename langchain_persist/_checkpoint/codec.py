@@ -15,7 +15,8 @@ from typing import Any
 
 import zstandard
 
-from .._errors import SerializationError, StorageError
+from .._errors import ConfigurationError, SerializationError, StorageError
+from .._imports import load_object
 
 ZSTD = "+zstd"
 EMPTY = "empty"
@@ -96,7 +97,29 @@ def join_tail(base: bytes, tail: bytes) -> bytes:
     return tail[:head] + base[_array_header(base) :] + tail[head:]
 
 
-def load_value(serde: Any, row: Any, rows: Mapping[tuple[str, str], Any]) -> Any:
+def load(serde: Any, type_: str, blob: bytes, what: str) -> Any:
+    """Deserialize a stored value (`pack`'s form); a failure raises `SerializationError` naming
+    ``what`` and the fix."""
+    return decode(serde, unpack(type_, blob), what)
+
+
+def decode(serde: Any, typed: tuple[str, bytes], what: str) -> Any:
+    """``serde.loads_typed``; a failure raises `SerializationError` naming ``what`` and the fix
+    (most often: the reader's serializer is not the one that wrote the value)."""
+    try:
+        return serde.loads_typed(typed)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot decode {what}: {type(exc).__name__}: {exc} (it is stored as "
+            f"{typed[0]!r}; read it with the serializer that wrote it, e.g. the saver's "
+            "EncryptedSerializer: ResultsPersistenceService(url, serde=...), PersistSaver(url, "
+            "serde=...), or --serde module:attr on the command line)"
+        ) from exc
+
+
+def load_value(
+    serde: Any, row: Any, rows: Mapping[tuple[str, str], Any], where: str = "a checkpoint"
+) -> Any:
     """Deserialize a stored channel value; a tail is joined to its base from ``rows``."""
     stype, raw = unpack(row.type, row.blob)
     if row.base_version is not None:
@@ -108,16 +131,34 @@ def load_value(serde: Any, row: Any, rows: Mapping[tuple[str, str], Any]) -> Any
                 "another process while this thread ran?); resume from an earlier checkpoint"
             )
         raw = join_tail(unpack(base.type, base.blob)[1], raw)
-    return serde.loads_typed((stype, raw))
+    return decode(serde, (stype, raw), f"channel {row.channel!r} of {where}")
 
 
 def load_values(
-    serde: Any, versions: Mapping[str, str], rows: Mapping[tuple[str, str], Any]
+    serde: Any,
+    versions: Mapping[str, str],
+    rows: Mapping[tuple[str, str], Any],
+    where: str = "a checkpoint",
 ) -> dict[str, Any]:
     """The channel values a checkpoint's versions name (channels stored empty are left out)."""
     values = {}
     for channel, version in versions.items():
         row = rows.get((channel, version))
         if row is not None and row.type != EMPTY:
-            values[channel] = load_value(serde, row, rows)
+            values[channel] = load_value(serde, row, rows, where)
     return values
+
+
+def load_serde(spec: str) -> Any:
+    """The serializer named by ``"module:attr"`` (``--serde``): a serializer object (with
+    ``dumps_typed`` and ``loads_typed``), or a callable taking no arguments that returns one."""
+    found = load_object(spec, "--serde")
+    if not hasattr(found, "loads_typed") and callable(found):
+        found = found()
+    if not hasattr(found, "loads_typed") or not hasattr(found, "dumps_typed"):
+        raise ConfigurationError(
+            f"--serde {spec!r} is a {type(found).__name__}, not a serializer: name an object "
+            "with dumps_typed and loads_typed (a LangGraph SerializerProtocol, such as "
+            "EncryptedSerializer.from_pycryptodome_aes()), or a function returning one"
+        )
+    return found

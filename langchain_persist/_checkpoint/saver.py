@@ -2,9 +2,10 @@
 
 One row per checkpoint (`checkpoint_states`, the same rows `get_checkpoint_state` reads), one
 row per channel *version* (`checkpoint_state_values`: a channel that did not change is not
-stored again; a list that only grew is stored as the bytes appended since a base version), one
-row per pending write.  `put` and `put_writes` return only once their transaction committed.
-Async methods run the same code in a worker thread, so they never block the event loop.
+stored again; a list that only grew is stored as the bytes appended since a base version, see
+`codec` and `bases`), one row per pending write.  `put` and `put_writes` return only once their
+transaction committed.  Async methods run the same code in a worker thread, so they never
+block the event loop.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -34,20 +34,21 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Row
 
 from .._aio import async_twin
-from .._db.engine import get_database
-from .._db.migrate import ensure_schema
+from .._db.engine import Database
+from .._db.lease import Lease, recheck_schema
 from .._db.sql import checkpoints as store
 from .._errors import ValidationError
 from .._ids import uuid7
 from .._sanitize import jsonable
-from .codec import EMPTY, dump, is_list, load_value, load_values, pack, tail_of, unpack
+from .bases import Bases, for_database
+from .codec import EMPTY, dump, is_list, load, load_value, load_values, pack, tail_of
+from .prune import keep_latest, namespaces, replays_history, root_of
 
 PAGE = 100
 # a list is stored as a tail while what was appended since its base stays this small
 TAIL_FRACTION = 4
 BASE_MIN_BYTES = 1024
 STRATEGIES = ("keep_latest", "delete")
-_DELTA_COUNTERS = "counters_since_delta_snapshot"
 
 
 class _Key(NamedTuple):
@@ -76,48 +77,6 @@ def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableC
     }
 
 
-class _Bases:
-    """The last full list stored per (thread, ns, channel): what tails are built on.
-
-    One per database and process, shared by its savers.  Entries are added only after their
-    row committed and dropped when a saver of this process deletes rows of the thread, so a
-    tail never names a base that is not stored.  Bounded in bytes, least recently used first.
-    """
-
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self._entries: OrderedDict[tuple[str, str, str], tuple[str, str, bytes]] = OrderedDict()
-        self._bytes = 0
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str, str]) -> tuple[str, str, bytes] | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def add(self, items: list[tuple[tuple[str, str, str], tuple[str, str, bytes]]]) -> None:
-        with self._lock:
-            for key, entry in items:
-                old = self._entries.pop(key, None)
-                self._bytes += len(entry[2]) - (len(old[2]) if old else 0)
-                self._entries[key] = entry
-            while self._bytes > self._max_bytes and self._entries:
-                self._bytes -= len(self._entries.popitem(last=False)[1][2])
-
-    def forget(self, thread_ids: Sequence[str]) -> None:
-        with self._lock:
-            for key in [k for k in self._entries if k[0] in thread_ids]:
-                self._bytes -= len(self._entries.pop(key)[2])
-
-
-_bases_by_database: dict[str, _Bases] = {}
-_bases_lock = threading.Lock()
-
-
-def _bases_for(url: str) -> _Bases:
-    with _bases_lock:
-        return _bases_by_database.setdefault(url, _Bases())
-
-
 class PersistSaver(BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on SQLite or PostgreSQL: ``builder.compile(checkpointer=saver)``.
 
@@ -134,10 +93,23 @@ class PersistSaver(BaseCheckpointSaver[str]):
         migrate: bool = True,
     ) -> None:
         super().__init__(serde=serde)
-        self.db = get_database(url)
-        ensure_schema(self.db, migrate=migrate)
-        self._dialect = self.db.fast.dialect
-        self._bases = _bases_for(self.db.url)
+        self.migrate = migrate
+        self._lease = Lease(url, migrate=migrate)
+        self._dialect = self._lease.db.fast.dialect
+
+    @property
+    def url(self) -> str:
+        """The database URL (resolved: the argument, else the environment, else the file)."""
+        return self._lease.url
+
+    @property
+    def db(self) -> Database:
+        """The database, acquired (and its schema checked) on first use and after `close`."""
+        return self._lease.db
+
+    @property
+    def _bases(self) -> Bases:
+        return for_database(self._lease.db)
 
     @classmethod
     def from_url(
@@ -151,7 +123,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
         return cls(url, serde=serde, migrate=migrate)
 
     def __repr__(self) -> str:
-        return f"PersistSaver({self.db!r})"
+        return f"PersistSaver({self._lease!r})"
 
     def __enter__(self) -> PersistSaver:
         return self
@@ -166,11 +138,13 @@ class PersistSaver(BaseCheckpointSaver[str]):
         self.close()
 
     def close(self) -> None:
-        """Close the pooled connections (the saver opens new ones if used again)."""
-        self.db.dispose()
+        """Release the database (the last user of a URL closes its pools); the saver opens it
+        again if used again."""
+        self._lease.close()
 
     # -- writing --------------------------------------------------------------------------------
 
+    @recheck_schema
     def put(
         self,
         config: RunnableConfig,
@@ -242,6 +216,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
             return row, (key, (version, stype, raw))
         return row, None
 
+    @recheck_schema
     def put_writes(
         self,
         config: RunnableConfig,
@@ -277,6 +252,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
 
     # -- reading --------------------------------------------------------------------------------
 
+    @recheck_schema
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config``, or the thread's latest, with its pending writes."""
         key = _key(config)
@@ -366,9 +342,10 @@ class PersistSaver(BaseCheckpointSaver[str]):
         values: Mapping[tuple[str, str], Row[Any]],
         writes: Sequence[Row[Any]],
     ) -> CheckpointTuple:
-        checkpoint = self.serde.loads_typed(unpack(row.type, row.checkpoint))
+        where = f"checkpoint {row.checkpoint_id!r} of thread {thread_id!r}"
+        checkpoint = load(self.serde, row.type, row.checkpoint, where)
         checkpoint["channel_versions"] = dict(row.versions)
-        checkpoint["channel_values"] = load_values(self.serde, row.versions, values)
+        checkpoint["channel_values"] = load_values(self.serde, row.versions, values, where)
         ns = row.checkpoint_ns
         return CheckpointTuple(
             config=_config(thread_id, ns, row.checkpoint_id),
@@ -383,8 +360,10 @@ class PersistSaver(BaseCheckpointSaver[str]):
         )
 
     def _write(self, row: Row[Any]) -> PendingWrite:
-        return (row.task_id, row.channel, self.serde.loads_typed(unpack(row.type, row.blob)))
+        what = f"a pending write to {row.channel!r} of checkpoint {row.checkpoint_id!r}"
+        return (row.task_id, row.channel, load(self.serde, row.type, row.blob, what))
 
+    @recheck_schema
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
@@ -435,12 +414,14 @@ class PersistSaver(BaseCheckpointSaver[str]):
 
     # -- deleting and copying -------------------------------------------------------------------
 
+    @recheck_schema
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of a thread."""
         self._bases.forget([str(thread_id)])
         with self.db.cursor(write=True) as cur:
             store.delete_threads(cur, self._dialect, [str(thread_id)])
 
+    @recheck_schema
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (with their writes and values) that some runs wrote.
 
@@ -456,12 +437,12 @@ class PersistSaver(BaseCheckpointSaver[str]):
             self._bases.forget([thread_id for thread_id, _ in doomed])
             store.delete_writes_of_runs(conn, [str(r) for r in run_ids])
             for thread_id in {thread_id for thread_id, _ in doomed}:
-                for ns, rows in _namespaces(store.namespace_rows(conn, thread_id)).items():
+                for ns, rows in namespaces(store.namespace_rows(conn, thread_id)).items():
                     gone = doomed.get((thread_id, ns), set())
                     if gone:
                         kept = [r for r in rows if r.checkpoint_id not in gone]
                         orphans = [r for r in kept if r.parent_checkpoint_id in gone]
-                        if any(_replays_history(r) for r in orphans):
+                        if any(replays_history(r) for r in orphans):
                             raise ValidationError(
                                 f"cannot delete runs {list(run_ids)}: later checkpoints of "
                                 f"thread {thread_id!r} rebuild a DeltaChannel from their "
@@ -469,6 +450,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                             )
                         self._remove(conn, thread_id, ns, sorted(gone), kept)
 
+    @recheck_schema
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, value and write of a thread (its whole history) to a new one."""
         source, target = str(source_thread_id), str(target_thread_id)
@@ -482,6 +464,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
             store.insert_states(conn, [{**r, "thread_id": target, "id": uuid7()} for r in rows])
             store.copy_rows(conn, source, target)
 
+    @recheck_schema
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: ``"keep_latest"`` keeps each namespace's latest checkpoint (and the
         ancestors its DeltaChannels are rebuilt from); ``"delete"`` removes everything."""
@@ -499,15 +482,15 @@ class PersistSaver(BaseCheckpointSaver[str]):
             return
         for thread_id in thread_ids:  # one short transaction per thread
             with self.db.write() as conn:
-                namespaces = _namespaces(store.namespace_rows(conn, thread_id))
-                roots = namespaces.get("", [])
+                by_ns = namespaces(store.namespace_rows(conn, thread_id))
+                roots = by_ns.get("", [])
                 root_ids = {r.checkpoint_id for r in roots}
-                kept_roots = {r.checkpoint_id for r in _keep_latest(roots)}
-                for ns, rows in namespaces.items():
+                kept_roots = {r.checkpoint_id for r in keep_latest(roots)}
+                for ns, rows in by_ns.items():
                     # a subgraph call ("node:task") goes with the root checkpoint it ran under
-                    root = _root_of(rows[-1])
+                    root = root_of(rows[-1])
                     stale_call = ":" in ns and root in root_ids and root not in kept_roots
-                    kept = [] if stale_call else _keep_latest(rows)
+                    kept = [] if stale_call else keep_latest(rows)
                     kept_ids = {r.checkpoint_id for r in kept}
                     gone = [r.checkpoint_id for r in rows if r.checkpoint_id not in kept_ids]
                     if gone:
@@ -591,45 +574,3 @@ def _take(items: Iterator[Any], n: int) -> list[Any]:
 
 def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
     return not filter or all(metadata.get(k) == v for k, v in filter.items())
-
-
-def _namespaces(rows: Sequence[Row[Any]]) -> dict[str, list[Row[Any]]]:
-    """A thread's checkpoint rows by namespace, oldest first."""
-    by_ns: dict[str, list[Row[Any]]] = defaultdict(list)
-    for r in rows:
-        by_ns[r.checkpoint_ns].append(r)
-    return by_ns
-
-
-def _replays_history(row: Row[Any]) -> bool:
-    """Whether a checkpoint rebuilds some DeltaChannel from its ancestors' writes."""
-    return bool((row.metadata or {}).get(_DELTA_COUNTERS))
-
-
-def _root_of(row: Row[Any]) -> str | None:
-    """The root-graph checkpoint a subgraph checkpoint was made under."""
-    parents = (row.metadata or {}).get("parents") or {}
-    return parents.get("") if isinstance(parents, dict) else None
-
-
-def _keep_latest(rows: Sequence[Row[Any]]) -> list[Row[Any]]:
-    """The latest checkpoint of a namespace and the ancestors its DeltaChannels replay from."""
-    if not rows:
-        return []
-    by_id = {r.checkpoint_id: r for r in rows}
-    head = rows[-1]
-    kept = [head]
-    needed = set(((head.metadata or {}).get(_DELTA_COUNTERS) or {}).keys())
-    cursor = by_id.get(head.parent_checkpoint_id or "")
-    # each ancestor is kept until one holds a stored value (a snapshot) for every such channel
-    while needed and cursor is not None:
-        kept.append(cursor)
-        needed -= _snapshotted(cursor, needed)
-        cursor = by_id.get(cursor.parent_checkpoint_id or "")
-    return kept
-
-
-def _snapshotted(row: Row[Any], channels: set[str]) -> set[str]:
-    """Channels of ``channels`` that have no pending delta at ``row`` (it stores their value)."""
-    counters = (row.metadata or {}).get(_DELTA_COUNTERS) or {}
-    return {c for c in channels if c in row.versions and c not in counters}

@@ -21,6 +21,7 @@ from .._db.schema import RESULT_STATUSES
 from .._results.service import ResultsPersistenceService
 from .support import (
     Json,
+    Serde,
     Url,
     console,
     database_errors,
@@ -30,6 +31,7 @@ from .support import (
     open_database,
     parse_age,
     read_service,
+    serializer,
     where,
 )
 from .views import (
@@ -198,14 +200,16 @@ def checkpoints(
     ] = False,
     json_: Json = False,
     url: Url = None,
+    serde: Serde = None,
 ) -> None:
     """Show a thread's checkpoints: step, state, what runs next, writes kept for resume."""
     from .._checkpoint.saver import PersistSaver
     from .._results.inspect import thread_checkpoints
 
     with database_errors(url):
-        read_service(url).db  # noqa: B018 - the same checks and errors as every read command
-        saver = PersistSaver(url, migrate=False)
+        service = read_service(url, serde)
+        service.db  # noqa: B018 - the same checks and errors as every read command
+        saver = PersistSaver(url, migrate=False, serde=service.serde)
         found = thread_checkpoints(saver, thread_id, limit=limit + 1, state=state and json_)
     if not found:
         fail(f"no checkpoints stored for thread {thread_id!r} in {where(url)} (the thread id "
@@ -374,6 +378,7 @@ def serve(
     url: Url = None,
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
+    serde: Serde = None,
 ) -> None:
     """Serve a graph over HTTP: execute and resume runs as SSE, follow them, read the results.
 
@@ -389,7 +394,7 @@ def serve(
     except ImportError as exc:
         fail(escape(str(exc)))  # the message names 'langchain-persist[server]'
     try:
-        serve_graph(graph, url=url, host=host, port=port)
+        serve_graph(graph, url=url, host=host, port=port, serde=serializer(serde))
     except PersistenceError as exc:
         fail(escape(str(exc)))
 

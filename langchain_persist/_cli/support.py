@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,7 +16,8 @@ from rich.markup import escape
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from .._db.engine import Database, get_database, resolve_url
+from .._checkpoint.codec import load_serde
+from .._db.engine import Database, acquire, resolve_url
 from .._errors import PersistenceError
 from .._results.service import ResultsPersistenceService
 
@@ -29,6 +30,15 @@ Url = Annotated[
         "--url",
         help="Database URL (default: $LANGCHAIN_PERSIST_DATABASE_URL, then $DATABASE_URL, "
         "then ./langchain_persist.db).",
+        show_default=False,
+    ),
+]
+Serde = Annotated[
+    str | None,
+    typer.Option(
+        "--serde",
+        help="The serializer the checkpoints were written with, as module:attr (an object, or a "
+        "function returning one), e.g. an EncryptedSerializer. Default: LangGraph's.",
         show_default=False,
     ),
 ]
@@ -61,12 +71,17 @@ def where(url: str | None) -> str:
 def open_database(url: str | None) -> Database:
     """The database for a URL, with errors a user can act on."""
     try:
-        return get_database(url)
+        return acquire(url)
     except PersistenceError as exc:
         fail(str(exc), markup=False)
 
 
-def read_service(url: str | None) -> ResultsPersistenceService:
+def serializer(spec: str | None) -> Any:
+    """The serializer named by ``--serde`` (None: LangGraph's default)."""
+    return None if spec is None else load_serde(spec)
+
+
+def read_service(url: str | None, serde: str | None = None) -> ResultsPersistenceService:
     """A service for reading what was stored: it never creates or upgrades anything.
 
     A SQLite file that does not exist is an error naming how to make one, not a new empty
@@ -85,7 +100,7 @@ def read_service(url: str | None) -> ResultsPersistenceService:
                 "to create one, or point at yours with --url or LANGCHAIN_PERSIST_DATABASE_URL",
                 markup=False,
             )
-    return ResultsPersistenceService(url, migrate=False)
+    return ResultsPersistenceService(url, migrate=False, serde=serializer(serde))
 
 
 @contextmanager

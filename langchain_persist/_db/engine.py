@@ -1,4 +1,11 @@
-"""Database URLs, engines and pools: the one place that knows SQLite from PostgreSQL."""
+"""Database URLs, engines and pools: the one place that knows SQLite from PostgreSQL.
+
+A `Database` is one URL's engines and pools, with what is known about it (whether its schema
+was checked, and caches that other layers keep per database).  The registry at the bottom of
+this module shares one `Database` per URL among the objects of the process that use it:
+`acquire` counts a user in, `release` counts it out, and the last release closes the pools and
+forgets the database, its schema check and its caches.  In the child of an ``os.fork()`` every
+open database gets new pools (the parent's connections are left to the parent)."""
 
 from __future__ import annotations
 
@@ -6,22 +13,29 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
-from .._errors import ConfigurationError, StorageError
+from .._errors import ConfigurationError, SchemaError, StorageError
+from .._process import after_fork_in_child
 from .._sanitize import dumps
 
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_S = 1.0
+T = TypeVar("T")
+
+
+class MissingTableError(SchemaError):
+    """A table the code needs is not in the database (recreated under the same URL, or
+    dropped): the schema is checked again on the next use."""
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -72,6 +86,11 @@ class Database:
             else self.engine
         )
         self.schema_checked = False
+        self.refs = 0  # objects using it (see `acquire` and `release`)
+        self.caches: dict[str, Any] = {}  # per-database state of upper layers (see `cache`)
+        self._new_locks()
+
+    def _new_locks(self) -> None:
         self.lock = threading.Lock()
         # SQLite takes one writer at a time: threads of this process queue here, rather than
         # in SQLite's busy handler, which sleeps a millisecond or more per retry
@@ -79,20 +98,47 @@ class Database:
             threading.Lock() if self.dialect == "sqlite" else nullcontext()
         )
 
+    def cache(self, name: str, make: Callable[[], T]) -> T:
+        """The cache ``name`` of this database, made by ``make`` on first use; it is dropped
+        when the database is closed or the process forks."""
+        found = self.caches.get(name)
+        if found is None:
+            found = self.caches.setdefault(name, make())
+        return found  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         return f"Database({make_url(self.url).render_as_string()!r})"
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for reads (autocommit on PostgreSQL, a rolled back read on SQLite)."""
-        with self.fast.connect() as conn:
+        with self._tables_checked(), self.fast.connect() as conn:
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed at the end (``BEGIN IMMEDIATE`` on SQLite)."""
-        with self._sqlite_writer, self._writer.begin() as conn:
+        with self._tables_checked(), self._sqlite_writer, self._writer.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _tables_checked(self) -> Iterator[None]:
+        """Turn "no such table" into `MissingTableError`, and forget the schema check."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            self._check_missing_table(exc.__cause__ or getattr(exc, "orig", None) or exc)
+            raise
+
+    def _check_missing_table(self, exc: BaseException) -> None:
+        text = str(exc)
+        if "no such table" in text or getattr(exc, "sqlstate", None) == "42P01":
+            self.schema_checked = False
+            raise MissingTableError(
+                f"{self!r} has no table the code needs ({text.strip().splitlines()[0]}): was "
+                "the database recreated or its tables dropped? Run `langchain-persist db "
+                "upgrade --url URL`"
+            ) from exc
 
     @contextmanager
     def cursor(self, *, write: bool = False) -> Iterator[Any]:
@@ -121,6 +167,7 @@ class Database:
                 if in_transaction:
                     cur.execute("COMMIT")
             except self.fast.dialect.loaded_dbapi.Error as exc:
+                self._check_missing_table(exc)
                 conn.invalidate(exc)
                 raise self._failed(write, exc) from exc
             finally:
@@ -135,30 +182,28 @@ class Database:
         )
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and forget the schema check and the caches."""
         self.engine.dispose()
         if self.fast is not self.engine:
             self.fast.dispose()
+        self.schema_checked = False
+        self.caches.clear()
 
-
-_databases: dict[str, Database] = {}
-_databases_lock = threading.Lock()
-
-
-def get_database(url: str | None = None) -> Database:
-    """The process-wide `Database` for a URL, so that every part shares one pool."""
-    resolved = resolve_url(url)
-    with _databases_lock:
-        db = _databases.get(resolved)
-        if db is None:
-            db = _databases[resolved] = Database(resolved)
-        return db
+    def _after_fork(self) -> None:
+        """In a forked child: new pools (the parent keeps its connections), locks and caches."""
+        self.engine.dispose(close=False)
+        if self.fast is not self.engine:
+            self.fast.dispose(close=False)
+        self.caches.clear()
+        self._new_locks()
 
 
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
+    path = None
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(parsed.database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -168,8 +213,10 @@ def _sqlite_engine(url: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
+        if path is not None:
+            record.info["file"] = _file_id(path)
         cursor = dbapi_conn.cursor()
         for pragma in (
             "journal_mode=WAL",  # readers never block the writer
@@ -185,7 +232,22 @@ def _sqlite_engine(url: str) -> Engine:
         immediate = conn.get_execution_options().get("sqlite_immediate")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    # A pooled connection to a file that was deleted (or replaced) since it was opened would go
+    # on reading and writing the old, unlinked file: such a connection is replaced on checkout.
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(_dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if path is not None and record.info.get("file") != _file_id(path):
+            raise DisconnectionError(f"{path} was deleted or replaced since it was opened")
+
     return engine
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _postgres_engine(url: str, **options: Any) -> Engine:
@@ -248,9 +310,57 @@ def _readable(dbapi_conn: Any) -> bool:
         return True
 
 
+# -- the registry: one Database per URL, counted ----------------------------------------------
+
+_open: dict[str, Database] = {}
+_open_lock = threading.Lock()
+_watching_forks = False
+
+
+def acquire(url: str | None = None) -> Database:
+    """The open `Database` of a URL (made on first use), counted as used once more: call
+    `release` when done with it."""
+    global _watching_forks
+    resolved = resolve_url(url)
+    with _open_lock:
+        if not _watching_forks:
+            after_fork_in_child(_after_fork)
+            _watching_forks = True
+        db = _open.get(resolved)
+        if db is None:
+            db = _open[resolved] = Database(resolved)
+        db.refs += 1
+        return db
+
+
+def release(db: Database) -> None:
+    """Count one user of ``db`` out; the last one closes its pools and forgets it."""
+    with _open_lock:
+        db.refs -= 1
+        if db.refs > 0:
+            return
+        if _open.get(db.url) is db:
+            del _open[db.url]
+    db.dispose()
+
+
 def dispose_database(url: str | None = None) -> None:
-    """Close the pool of a URL's `Database` and forget it (the next use opens a new one)."""
-    with _databases_lock:
-        db = _databases.pop(resolve_url(url), None)
+    """Close the pools of a URL's `Database` and forget it, whoever still uses it (the next
+    `acquire` opens a new one): for tests and scripts that drop and recreate a database."""
+    with _open_lock:
+        db = _open.pop(resolve_url(url), None)
     if db is not None:
         db.dispose()
+
+
+def open_databases() -> list[Database]:
+    """The databases open in this process."""
+    with _open_lock:
+        return list(_open.values())
+
+
+def _after_fork() -> None:
+    global _open_lock
+    _open_lock = threading.Lock()
+    for db in _open.values():
+        db._after_fork()

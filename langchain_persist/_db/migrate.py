@@ -79,3 +79,4 @@ def ensure_schema(db: Database, *, migrate: bool = True) -> None:
                 )
             upgrade(db)
         db.schema_checked = True
+

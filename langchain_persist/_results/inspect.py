@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._db.sql.paging import encode_cursor
 from .._records import AgentResult, AgentTrace, ExecutionLog, Page
 from .._sanitize import jsonable
 
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
 
 READ_PAGE = 1000
 OVERLAP = dt.timedelta(seconds=5)  # how far back `follow_logs` reads again for late lines
-_NO_ID = "00000000-0000-0000-0000-000000000000"
 
 
 # -- executions ------------------------------------------------------------------------------
@@ -59,10 +57,12 @@ def find_execution(service: ResultsPersistenceService, key: str) -> Execution | 
     return Execution(execution_id, result, traces, logs)
 
 
-def read_all(read: Any, execution_id: str, cursor: str | None = None) -> Iterator[Any]:
-    """Every row of a paged read (``get_execution_logs`` / ``get_execution_traces``)."""
+def read_all(read: Any, execution_id: str, since: dt.datetime | None = None) -> Iterator[Any]:
+    """Every row of a paged read (``get_execution_logs`` / ``get_execution_traces``), from
+    ``since`` if given."""
+    cursor = None
     while True:
-        page: Page[Any] = read(execution_id, READ_PAGE, cursor=cursor)
+        page: Page[Any] = read(execution_id, READ_PAGE, cursor=cursor, since=since)
         yield from page
         if page.next_cursor is None:
             return
@@ -87,9 +87,9 @@ def follow_logs(
     since: dt.datetime | None = None
     quiet_since: float | None = None
     while True:
-        cursor = None if since is None else encode_cursor(since - OVERLAP, _NO_ID)
         fresh = [
-            log for log in read_all(service.get_execution_logs, execution_id, cursor)
+            log for log in read_all(service.get_execution_logs, execution_id,
+                                    None if since is None else since - OVERLAP)
             if log.id not in seen
         ]
         for log in fresh:

@@ -4,118 +4,44 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
-import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._aio import async_twin
 from .._checkpoint.codec import load_values
-from .._db.engine import Database, get_database, resolve_url
-from .._db.migrate import ensure_schema
-from .._db.schema import LOG_LEVELS, RESULT_STATUSES, agent_traces, execution_logs
+from .._db.engine import Database
+from .._db.lease import Lease
+from .._db.schema import agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
 from .._db.sql.paging import as_utc
 from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
 from .._ids import uuid7
 from .._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
-from .._sanitize import clean_text, jsonable, to_text, truncate
+from .._sanitize import clean_text, jsonable, to_text
+from . import validate as check
+from .events import LogEvent, TraceEvent
+from .validate import Age, cutoff, now
 
 logger = logging.getLogger("langchain_persist")
 
 DEFAULT_TRACE_CONTENT_LIMIT = 1000
 DEFAULT_CLEANUP_BATCH = 5000
-MAX_PAGE = 10_000
-_LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
-_EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
-
-Age = dt.datetime | dt.timedelta
+EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
+Row = tuple[Any, ...]
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _key(field: str, value: Any, *, required: bool = True) -> str | None:
-    """Validate an id-like field: a non-empty string of at most 255 characters."""
-    if type(value) is str and 0 < len(value) <= 255 and "\x00" not in value and not value.isspace():
-        return value  # the common case, checked at a quarter of the cost
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{field} must be a non-empty string, got {value!r}")
-    if len(value) > 255:
-        raise ValidationError(f"{field} is {len(value)} characters long; the limit is 255")
-    return clean_text(value)
-
-
-def _level(value: str) -> str:
-    """A log level, its common aliases (``warning``, ``critical``, ``exception``) mapped."""
-    level = _LEVEL_ALIASES.get(value, value)
-    if level not in LOG_LEVELS:
-        raise ValidationError(f"level must be one of {', '.join(LOG_LEVELS)}; got {value!r}")
-    return level
-
-
-def _uuid(value: Any) -> str | None:
-    """A result id in canonical form, or None when it cannot be one (so it matches no row)."""
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None
-
-
-def _status(value: str) -> str:
-    if value not in RESULT_STATUSES:
-        raise ValidationError(f"status must be one of {', '.join(RESULT_STATUSES)}; got {value!r}")
-    return value
-
-
-def _metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if type(value) is dict:
-        return jsonable(value)
-    if not isinstance(value, Mapping):
-        raise ValidationError(f"metadata must be a mapping, got {type(value).__name__}")
-    return jsonable(value)
-
-
-def _limit(limit: int) -> int:
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}, got {limit!r}")
-    return limit
-
-
-def _checkpoint_view(conn: Any, row: Any) -> dict[str, Any]:
-    """The channel values of a checkpoint PersistSaver stored, as JSON (LangGraph's serializer)."""
+def default_serde() -> Any:
+    """LangGraph's default serializer, as `PersistSaver` uses it when given none."""
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    values, _ = checkpoints.get_values_and_writes(
-        conn.connection.cursor(), conn.dialect, row.thread_id, row.checkpoint_ns,
-        row.versions.items(), [],
-    )
-    return jsonable(load_values(JsonPlusSerializer(), row.versions, values))
-
-
-def cutoff(older_than: Age) -> dt.datetime:
-    """The moment before which rows count as old: a datetime, or an age back from now."""
-    if isinstance(older_than, dt.timedelta):
-        if older_than < dt.timedelta(0):
-            raise ValidationError(f"older_than must not be negative, got {older_than}")
-        return _now() - older_than
-    if isinstance(older_than, dt.datetime):
-        return as_utc(older_than)
-    raise ValidationError(
-        f"older_than must be a datetime or a timedelta, got {type(older_than).__name__}"
-    )
+    return JsonPlusSerializer()
 
 
 class ResultsPersistenceService:
@@ -124,7 +50,10 @@ class ResultsPersistenceService:
     Result and checkpoint writes are blocking: a failure raises a `PersistenceError`.  Log and
     trace writes never raise: a row that cannot be written is counted in `dropped` and reported
     through the ``langchain_persist`` logger.  The database is opened (and its schema upgraded,
-    unless ``migrate=False``) on first use.
+    unless ``migrate=False``) on first use, and released by `close`.
+
+    ``serde`` decodes the checkpoints `PersistSaver` wrote (`get_checkpoint_state`): pass the
+    saver's own serializer (an ``EncryptedSerializer``, say); LangGraph's default otherwise.
     """
 
     def __init__(
@@ -134,28 +63,31 @@ class ResultsPersistenceService:
         trace_content_limit: int = DEFAULT_TRACE_CONTENT_LIMIT,
         migrate: bool = True,
         cleanup_batch_size: int = DEFAULT_CLEANUP_BATCH,
+        serde: Any = None,
     ) -> None:
-        self._url = url
-        self._db: Database | None = None
-        self._open_lock = threading.Lock()
+        self._lease = Lease(url, migrate=migrate)
         self.migrate = migrate
         self.trace_content_limit = trace_content_limit
         self.cleanup_batch_size = cleanup_batch_size
+        self.serde = serde if serde is not None else default_serde()
         self.dropped: Counter[str] = Counter()
 
     def __repr__(self) -> str:
-        return f"ResultsPersistenceService({self._db or self._url!r})"
+        return f"ResultsPersistenceService({self._lease!r})"
+
+    @property
+    def url(self) -> str:
+        """The database URL (resolved: the argument, else the environment, else the file)."""
+        return self._lease.url
 
     @property
     def db(self) -> Database:
         """The database, opened (and its schema checked) on first use."""
-        if self._db is None:
-            with self._open_lock:
-                if self._db is None:
-                    db = get_database(self._url)
-                    ensure_schema(db, migrate=self.migrate)
-                    self._db = db
-        return self._db
+        return self._lease.db
+
+    @functools.cached_property
+    def _dialect(self) -> str:
+        return make_url(self.url).get_backend_name()
 
     # -- results (blocking) -------------------------------------------------------------------
 
@@ -173,21 +105,21 @@ class ResultsPersistenceService:
         error: str | None = None,
     ) -> AgentResult:
         """Create a result record (status ``running`` unless told otherwise) and return it."""
-        now = _now()
+        at = now()
         values = {
             "id": uuid7(),
-            "agent_id": _key("agent_id", agent_id),
-            "execution_id": _key("execution_id", execution_id, required=False),
-            "thread_id": _key("thread_id", thread_id, required=False),
-            "checkpoint_id": _key("checkpoint_id", checkpoint_id, required=False),
-            "quest_id": _key("quest_id", quest_id, required=False),
+            "agent_id": check.key("agent_id", agent_id),
+            "execution_id": check.key("execution_id", execution_id, required=False),
+            "thread_id": check.key("thread_id", thread_id, required=False),
+            "checkpoint_id": check.key("checkpoint_id", checkpoint_id, required=False),
+            "quest_id": check.key("quest_id", quest_id, required=False),
             "result": None if result is None else to_text(result),
-            "metadata": _metadata(metadata),
-            "status": _status(status),
+            "metadata": check.metadata(metadata),
+            "status": check.status(status),
             "error": None if error is None else to_text(error),
-            "created_at": now,
-            "updated_at": now,
-            "completed_at": now if status != "running" else None,
+            "created_at": at,
+            "updated_at": at,
+            "completed_at": at if status != "running" else None,
         }
         with self._blocking("save the result"), self.db.cursor(write=True) as cur:
             return results.insert_result(cur, self.db.fast.dialect, values)
@@ -212,7 +144,7 @@ class ResultsPersistenceService:
         cannot move again (`ValidationError`), and an unknown id raises `NotFoundError`.
         """
         changes: dict[str, Any] = {
-            name: _key(name, value)
+            name: check.key(name, value)
             for name, value in (
                 ("execution_id", execution_id),
                 ("thread_id", thread_id),
@@ -225,14 +157,14 @@ class ResultsPersistenceService:
             changes["result"] = to_text(result)
         if error is not None:
             changes["error"] = to_text(error)
-        patch = _metadata(metadata)
+        patch = check.metadata(metadata)
         if status is not None:
-            _status(status)
-        key = _uuid(result_id)
+            check.status(status)
+        key = check.result_id(result_id)
         dialect = self.db.fast.dialect
         with self._blocking("update the result"), self.db.cursor(write=True) as cur:
             updated = key and results.update_result(
-                cur, dialect, key, changes, status=status, patch=patch, now=_now()
+                cur, dialect, key, changes, status=status, patch=patch, now=now()
             )
             if updated:
                 return updated
@@ -246,7 +178,7 @@ class ResultsPersistenceService:
 
     def get_result(self, result_id: str) -> AgentResult | None:
         """A result by id, or None."""
-        key = _uuid(result_id)
+        key = check.result_id(result_id)
         if key is None:
             return None
         with self.db.cursor() as cur:
@@ -262,10 +194,10 @@ class ResultsPersistenceService:
     ) -> Page[AgentResult]:
         """An agent's results, newest first; pass ``page.next_cursor`` to get the next page."""
         if status is not None:
-            _status(status)
+            check.status(status)
         with self.db.read() as conn:
             return results.list_results(
-                conn, agent_id=agent_id, status=status, limit=_limit(limit), cursor=cursor
+                conn, agent_id=agent_id, status=status, limit=check.limit(limit), cursor=cursor
             )
 
     def find_results(
@@ -280,7 +212,7 @@ class ResultsPersistenceService:
     ) -> Page[AgentResult]:
         """Results newest first, filtered by any of agent, execution, thread and status."""
         if status is not None:
-            _status(status)
+            check.status(status)
         with self.db.read() as conn:
             return results.list_results(
                 conn,
@@ -288,7 +220,7 @@ class ResultsPersistenceService:
                 execution_id=execution_id,
                 thread_id=thread_id,
                 status=status,
-                limit=_limit(limit),
+                limit=check.limit(limit),
                 cursor=cursor,
             )
 
@@ -305,12 +237,12 @@ class ResultsPersistenceService:
         run updates its result as it goes, so pick an age longer than its slowest step.
         Returns the ids of the results it marked.
         """
-        when, now = cutoff(older_than), _now()
+        when, at = cutoff(older_than), now()
         values = {
             "status": "failed",
             "error": to_text(error),
-            "completed_at": now,
-            "updated_at": now,
+            "completed_at": at,
+            "updated_at": at,
         }
         with self._blocking("mark stale results"), self.db.write() as conn:
             return results.mark_running_before(conn, when, values, agent_id=agent_id)
@@ -324,27 +256,24 @@ class ResultsPersistenceService:
 
     def save_log(self, **fields: Any) -> ExecutionLog | None:
         """Save a log line (the fields of `log_row`); on any failure count it and return None."""
-        return self._save_one(self.log_row, self.save_logs, ExecutionLog, "logs", fields)
+        return self._save_one(self.log_row, "logs", fields)  # type: ignore[return-value]
 
     def save_trace(self, **fields: Any) -> AgentTrace | None:
         """Save a trace event (the fields of `trace_row`: content truncated); on any failure
         count it and return None."""
-        return self._save_one(self.trace_row, self.save_traces, AgentTrace, "traces", fields)
+        return self._save_one(self.trace_row, "traces", fields)  # type: ignore[return-value]
 
     def _save_one(
-        self,
-        make_row: Callable[..., dict[str, Any]],
-        save: Callable[[list[dict[str, Any]]], int],
-        record: type[Any],
-        kind: str,
-        fields: dict[str, Any],
-    ) -> Any:
+        self, make_row: Callable[..., Row], kind: str, fields: dict[str, Any]
+    ) -> ExecutionLog | AgentTrace | None:
         try:
             row = make_row(**fields)
-        except (ValidationError, TypeError) as exc:  # TypeError: a field it does not take
+        except Exception as exc:  # a bad value, a field it does not take: never raised
             self._drop(kind, 1, exc)
             return None
-        return record(**row) if save([row]) else None
+        if not self._save_rows(kind, [row]):
+            return None
+        return events.as_record(EVENT_TABLES[kind], row)
 
     def log_row(
         self,
@@ -356,18 +285,13 @@ class ResultsPersistenceService:
         source: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         timestamp: dt.datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> Row:
         """Validate a log line into a row for `save_logs` (raises `ValidationError`)."""
-        return {
-            "id": uuid7(),
-            "agent_id": _key("agent_id", agent_id),
-            "execution_id": _key("execution_id", execution_id),
-            "level": _level(level),
-            "message": to_text(message),
-            "source": _key("source", source, required=False),
-            "metadata": _metadata(metadata),
-            "timestamp": as_utc(timestamp) if timestamp else _now(),
-        }
+        event = LogEvent(
+            agent_id, execution_id, level, message, source,
+            as_utc(timestamp) if timestamp else now(), check.metadata(metadata),
+        )
+        return event.to_values(self.event_format(), self.trace_content_limit)
 
     def trace_row(
         self,
@@ -382,72 +306,73 @@ class ResultsPersistenceService:
         metadata: Mapping[str, Any] | None = None,
         duration: float | None = None,
         timestamp: dt.datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> Row:
         """Validate a trace event into a row for `save_traces` (raises `ValidationError`)."""
-        meta = _metadata(metadata)
-        text = None
-        if content is not None:
-            text, length = truncate(to_text(content), self.trace_content_limit)
-            if length is not None:
-                meta = {**meta, "truncated": True, "content_length": length}
-        if duration is not None and (not isinstance(duration, int | float) or duration < 0):
-            raise ValidationError(f"duration must be a non-negative number of ms, got {duration!r}")
-        if not isinstance(type, str) or not 0 < len(type) <= 32:
-            raise ValidationError(f"type must be a name such as 'tool_start', got {type!r}")
-        return {
-            "id": uuid7(),
-            "agent_id": _key("agent_id", agent_id),
-            "execution_id": _key("execution_id", execution_id),
-            "run_id": _key("run_id", None if run_id is None else str(run_id), required=False),
-            "parent_run_id": _key(
-                "parent_run_id",
-                None if parent_run_id is None else str(parent_run_id),
-                required=False,
-            ),
-            "type": type,
-            "name": _key("name", name, required=False),
-            "content": text,
-            "metadata": meta,
-            "duration": None if duration is None else float(duration),
-            "timestamp": as_utc(timestamp) if timestamp else _now(),
-        }
+        event = TraceEvent(
+            agent_id, execution_id, check.trace_type(type), name, content,
+            check.key("run_id", None if run_id is None else str(run_id), required=False),
+            check.key("parent_run_id", None if parent_run_id is None else str(parent_run_id),
+                      required=False),
+            check.duration(duration), as_utc(timestamp) if timestamp else now(),
+            extra=check.metadata(metadata),
+        )
+        return event.to_values(self.event_format(), self.trace_content_limit)
 
-    def save_logs(self, rows: Iterable[dict[str, Any]]) -> int:
+    def save_logs(self, rows: Iterable[Row]) -> int:
         """Save rows made by `log_row` in one statement; return how many were stored."""
-        return self._append(execution_logs, "logs", list(rows))
+        return self._save_rows("logs", list(rows))
 
-    def save_traces(self, rows: Iterable[dict[str, Any]]) -> int:
+    def save_traces(self, rows: Iterable[Row]) -> int:
         """Save rows made by `trace_row` in one statement; return how many were stored."""
-        return self._append(agent_traces, "traces", list(rows))
+        return self._save_rows("traces", list(rows))
 
     def event_format(self) -> events.EventFormat:
-        """How this database's driver takes an event row's timestamp and id (for
-        `save_event_values`)."""
-        return events.event_format(self.db.dialect)
+        """The form this database's driver takes event rows in (see `TraceEvent.to_values`)."""
+        return events.event_format(self._dialect)
 
-    def save_event_values(self, kind: str, values: list[tuple[Any, ...]]) -> int:
-        """Save ``"traces"`` or ``"logs"`` rows already in the driver's form, in column order
-        (as the background writer builds them), in one statement; return how many were
-        stored."""
-        return self._append(_EVENT_TABLES[kind], kind, values, encoded=True)
+    def insert_events(self, kind: str, rows: list[Row]) -> int:
+        """Store ``"traces"`` or ``"logs"`` rows (made by `trace_row`, `log_row` or
+        ``to_values``) in one statement and return how many; a failure raises `StorageError`.
+        The background writer's path."""
+        if not rows:
+            return 0
+        try:
+            with self.db.write() as conn:
+                events.insert_values(conn, EVENT_TABLES[kind], rows)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"could not store {len(rows)} {kind} row(s) in {self!r}: "
+                               f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        return len(rows)
 
     def get_execution_logs(
-        self, execution_id: str, limit: int = 1000, *, cursor: str | None = None
+        self,
+        execution_id: str,
+        limit: int = 1000,
+        *,
+        cursor: str | None = None,
+        since: dt.datetime | None = None,
     ) -> Page[ExecutionLog]:
-        """An execution's logs, oldest first, in the order they were saved."""
+        """An execution's logs, oldest first, in the order they were saved (from ``since``)."""
         with self.db.read() as conn:
-            return events.list_events(
-                conn, execution_logs, execution_id, limit=_limit(limit), cursor=cursor
-            )
+            return events.list_events(conn, execution_logs, execution_id,
+                                      limit=check.limit(limit), cursor=cursor,
+                                      since=None if since is None else as_utc(since))
 
     def get_execution_traces(
-        self, execution_id: str, limit: int = 1000, *, cursor: str | None = None
+        self,
+        execution_id: str,
+        limit: int = 1000,
+        *,
+        cursor: str | None = None,
+        since: dt.datetime | None = None,
     ) -> Page[AgentTrace]:
-        """An execution's traces, oldest first, in the order they were saved."""
+        """An execution's traces, oldest first, in the order they were saved (from ``since``)."""
         with self.db.read() as conn:
-            return events.list_events(
-                conn, agent_traces, execution_id, limit=_limit(limit), cursor=cursor
-            )
+            return events.list_events(conn, agent_traces, execution_id,
+                                      limit=check.limit(limit), cursor=cursor,
+                                      since=None if since is None else as_utc(since))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
@@ -468,16 +393,16 @@ class ResultsPersistenceService:
         """
         values = {
             "id": uuid7(),
-            "agent_id": _key("agent_id", agent_id),
-            "thread_id": _key("thread_id", thread_id),
+            "agent_id": check.key("agent_id", agent_id),
+            "thread_id": check.key("thread_id", thread_id),
             "checkpoint_ns": clean_text(checkpoint_ns),
-            "checkpoint_id": _key("checkpoint_id", checkpoint_id),
-            "parent_checkpoint_id": _key(
+            "checkpoint_id": check.key("checkpoint_id", checkpoint_id),
+            "parent_checkpoint_id": check.key(
                 "parent_checkpoint_id", parent_checkpoint_id, required=False
             ),
             "state": jsonable(state),
-            "metadata": _metadata(metadata),
-            "created_at": _now(),
+            "metadata": check.metadata(metadata),
+            "created_at": now(),
         }
         with self._blocking("save the checkpoint state"), self.db.write() as conn:
             owner = checkpoints.owner_of(conn, thread_id, checkpoint_ns, checkpoint_id)
@@ -511,8 +436,18 @@ class ResultsPersistenceService:
                     f"not {agent_id!r}"
                 )
             # a LangGraph checkpoint (written by PersistSaver): its channel values as JSON
-            state = row.state if row.checkpoint is None else _checkpoint_view(conn, row)
+            state = row.state if row.checkpoint is None else self._checkpoint_values(conn, row)
         return dataclasses.replace(CheckpointState.from_row(row), state=state)
+
+    def _checkpoint_values(self, conn: Any, row: Any) -> dict[str, Any]:
+        """The channel values of a checkpoint `PersistSaver` stored, as JSON, decoded with
+        ``serde`` (raises `SerializationError` naming the fix when it cannot)."""
+        values, _ = checkpoints.get_values_and_writes(
+            conn.connection.cursor(), conn.dialect, row.thread_id, row.checkpoint_ns,
+            row.versions.items(), [],
+        )
+        where = f"checkpoint {row.checkpoint_id!r} of thread {row.thread_id!r}"
+        return jsonable(load_values(self.serde, row.versions, values, where=where))  # type: ignore[no-any-return]
 
     # -- cleanup ------------------------------------------------------------------------------
 
@@ -575,17 +510,12 @@ class ResultsPersistenceService:
             if gone < size:
                 return total
 
-    def _append(self, table: Table, kind: str, rows: list[Any], *, encoded: bool = False) -> int:
-        if not rows:
-            return 0
-        insert = events.insert_values if encoded else events.insert_events
+    def _save_rows(self, kind: str, rows: list[Row]) -> int:
         try:
-            with self.db.write() as conn:
-                insert(conn, table, rows)
+            return self.insert_events(kind, rows)
         except Exception as exc:
             self._drop(kind, len(rows), exc)
             return 0
-        return len(rows)
 
     def _drop(self, kind: str, count: int, exc: BaseException) -> None:
         self.dropped[kind] += count
@@ -604,17 +534,17 @@ class ResultsPersistenceService:
             yield
         except (SQLAlchemyError, StorageError) as exc:
             cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
-            where = make_url(resolve_url(self._url)).render_as_string()
+            where = make_url(self.url).render_as_string()
             raise StorageError(
                 f"could not {action} in {where}: {type(cause).__name__}: "
-                f"{(str(cause).strip() or '?').splitlines()[0]} (is the database up and its "
+                f"{_first_line(cause)} (is the database up and its "
                 "schema current? try `langchain-persist db check`)"
             ) from cause
 
     def close(self) -> None:
-        """Release this service's pooled connections."""
-        if self._db is not None:
-            self._db.dispose()
+        """Release the database (the last user of a URL closes its pools); a later call opens
+        it again."""
+        self._lease.close()
 
     asave_result = async_twin(save_result)
     aupdate_result = async_twin(update_result)
@@ -624,6 +554,7 @@ class ResultsPersistenceService:
     asave_log = async_twin(save_log)
     asave_trace = async_twin(save_trace)
     asave_logs = async_twin(save_logs)
+    ainsert_events = async_twin(insert_events)
     asave_traces = async_twin(save_traces)
     aget_execution_logs = async_twin(get_execution_logs)
     aget_execution_traces = async_twin(get_execution_traces)
@@ -637,3 +568,7 @@ class ResultsPersistenceService:
     acount_old_traces = async_twin(count_old_traces)
     amark_stale_results = async_twin(mark_stale_results)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or "?").splitlines()[0]

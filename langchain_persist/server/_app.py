@@ -6,16 +6,16 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from langgraph.pregel import Pregel
 
 from .._callbacks.tracker import ExecutionTracker
 from .._checkpoint.saver import PersistSaver
+from .._db.engine import resolve_url
 from .._errors import (
+    ConfigurationError,
     NotFoundError,
     OwnershipError,
     PersistenceError,
@@ -24,27 +24,14 @@ from .._errors import (
 )
 from .._results.service import ResultsPersistenceService
 from ._events import DEFAULT_KEEP_FINISHED, DEFAULT_MAX_EVENTS, EventLogs
-from ._graphs import TaskInput, default_task_input, has_messages, with_checkpointer
+from ._graphs import TaskInput, default_task_input, has_messages, with_saver
 from ._guards import DEFAULT_MAX_BODY_BYTES, TOKEN_VARIABLE, BearerToken, BodyLimit
 from ._read_routes import router as read_router
 from ._run_routes import router as run_router
 from ._runs import Runner, ThreadBusy
+from ._state import ServerState
 
 _STATUS = {NotFoundError: 404, OwnershipError: 403, ValidationError: 422, StorageError: 503}
-
-
-@dataclass(frozen=True, slots=True)
-class ServerState:
-    """What the routes share: the graph, the stores, the runner and the defaults."""
-
-    graph: Pregel
-    service: ResultsPersistenceService
-    runner: Runner
-    logs: EventLogs
-    task_input: TaskInput
-    has_messages: bool
-    recursion_limit: int
-    max_retries: int
 
 
 def create_app(
@@ -52,6 +39,7 @@ def create_app(
     *,
     url: str | None = None,
     service: ResultsPersistenceService | None = None,
+    serde: Any = None,
     api_token: str | None = None,
     recursion_limit: int = 100,
     max_retries: int = 2,
@@ -65,11 +53,16 @@ def create_app(
     """The HTTP service for ``graph``: execute and resume with SSE, watch, read what was stored.
 
     Args:
-        graph: a compiled graph, a `StateGraph`, or a function returning one; it is given
-            the server's own `PersistSaver` on the database.
-        url: the database URL (default: ``LANGCHAIN_PERSIST_DATABASE_URL``, ``DATABASE_URL``,
-            then ``./langchain_persist.db``); ignored when ``service`` is given.
-        service: the `ResultsPersistenceService` to store results, logs and traces with.
+        graph: a compiled graph, a `StateGraph`, or a function returning one.  A graph
+            compiled with a `PersistSaver` keeps it (its database and its serializer); one
+            without a checkpointer gets a `PersistSaver` on ``url`` with ``serde``; one with
+            another kind of checkpointer is refused (`ConfigurationError`).
+        url: the database URL (default: the graph's `PersistSaver`'s, else
+            ``LANGCHAIN_PERSIST_DATABASE_URL``, ``DATABASE_URL``, ``./langchain_persist.db``).
+        service: the `ResultsPersistenceService` to store results, logs and traces with (on
+            the same database as the checkpoints, with the saver's serializer).
+        serde: the serializer of the saver the server makes, e.g. an
+            ``EncryptedSerializer`` (a graph's own `PersistSaver` keeps its own).
         api_token: the bearer token every request must carry; default
             ``$LANGCHAIN_PERSIST_API_TOKEN``; no token, no check.
         recursion_limit, max_retries: the defaults of a request that names none.
@@ -82,14 +75,26 @@ def create_app(
         shutdown_timeout: seconds that running executions get to finish at shutdown; those
             still running are then stopped and marked failed, resumable from their checkpoint.
     """
-    service = service if service is not None else ResultsPersistenceService(url)
-    saver = PersistSaver(service.db.url)
-    compiled = with_checkpointer(graph, saver)
+    url = service.url if service is not None else url
+    compiled, saver = with_saver(graph, lambda: PersistSaver(url, serde=serde))
+    if url is not None and resolve_url(url) != saver.url:
+        raise ConfigurationError(
+            f"the graph's PersistSaver stores checkpoints in {saver!r}, but the server was "
+            f"given {resolve_url(url)!r}: results and checkpoints must share one database "
+            "(leave --url out, or compile the graph with the same URL)"
+        )
+    if serde is not None and saver.serde is not serde:
+        raise ConfigurationError(
+            "the graph's PersistSaver has a serializer of its own, which the server keeps: "
+            "leave serde (--serde) out"
+        )
+    if service is None:
+        service = ResultsPersistenceService(saver.url, serde=saver.serde)
     tracker = ExecutionTracker(service, source="agent-server")
     logs = EventLogs(max_events=max_events, keep_finished=keep_finished)
     runner = Runner(compiled, tracker, logs, retry_delay=retry_delay)
     state = ServerState(
-        graph=compiled, service=service, runner=runner, logs=logs,
+        graph=compiled, saver=saver, service=service, runner=runner, logs=logs,
         task_input=task_input or default_task_input(compiled),
         has_messages=has_messages(compiled), recursion_limit=recursion_limit,
         max_retries=max_retries,

@@ -1,65 +1,53 @@
-"""Find the graph to serve, give it the server's checkpointer, and turn a task into its input."""
+"""Find the graph to serve, see that it checkpoints with PersistSaver, make its input."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import HumanMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.pregel import Pregel
 
+from .._checkpoint.saver import PersistSaver
 from .._errors import ConfigurationError
+from .._imports import load_object
 
 TaskInput = Callable[[str], Any]
 
 
 def load_graph(spec: str) -> Any:
-    """The object named by ``"module:attr"`` (``attr`` may be dotted), imported from here.
-
-    The working directory is put on ``sys.path`` first, as uvicorn does, so that
-    ``--graph my_agent:graph`` finds ``./my_agent.py``.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(
-            f"--graph {spec!r} is not of the form module:attr, e.g. my_agent:graph"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"cannot import module {module_name!r} for --graph {spec!r}: {exc} (run from the "
-            "directory that holds it, or install it)"
-        ) from exc
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"module {module_name!r} has no attribute {attr!r} (--graph {spec!r})"
-            ) from None
-    return target
+    """The graph named by ``"module:attr"``, imported from the working directory."""
+    return load_object(spec, "--graph")
 
 
-def with_checkpointer(target: Any, saver: BaseCheckpointSaver) -> Pregel:
-    """A compiled graph that checkpoints into ``saver``.
+def with_saver(target: Any, make_saver: Callable[[], PersistSaver]) -> tuple[Pregel, PersistSaver]:
+    """A compiled graph that checkpoints into a `PersistSaver`, and that saver.
 
-    ``target`` may be a compiled graph (its checkpointer is replaced), a `StateGraph` (it is
-    compiled), or a callable taking no arguments that returns either.
+    ``target`` may be a compiled graph, a `StateGraph` (compiled here), or a callable taking no
+    arguments that returns either.  A graph compiled with its own `PersistSaver` keeps it, and
+    its serializer with it (an ``EncryptedSerializer`` stays in force); a graph without a
+    checkpointer gets ``make_saver()``; a graph with another kind of checkpointer is refused,
+    since the server resumes and reads runs through the tables `PersistSaver` writes.
     """
     if isinstance(target, StateGraph):
-        return target.compile(checkpointer=saver)
+        saver = make_saver()
+        return target.compile(checkpointer=saver), saver
     if isinstance(target, Pregel):
-        return target.copy(update={"checkpointer": saver})
+        own = target.checkpointer
+        if isinstance(own, PersistSaver):
+            return target, own
+        if own in (None, False):
+            saver = make_saver()
+            return target.copy(update={"checkpointer": saver}), saver
+        raise ConfigurationError(
+            f"graph {target.name!r} was compiled with a {type(own).__name__}, but the server "
+            "stores and resumes runs through PersistSaver: compile it with "
+            "checkpointer=PersistSaver.from_url(...) (with your serde), or with no "
+            "checkpointer and the server gives it one"
+        )
     if callable(target):
         try:
             inspect.signature(target).bind()
@@ -72,7 +60,7 @@ def with_checkpointer(target: Any, saver: BaseCheckpointSaver) -> Pregel:
             pass
         made = target()
         if isinstance(made, StateGraph | Pregel):
-            return with_checkpointer(made, saver)
+            return with_saver(made, make_saver)
         raise ConfigurationError(
             f"{_name(target)}() returned a {type(made).__name__}, not a graph: return a "
             "StateGraph or a compiled graph"

@@ -7,16 +7,13 @@ is scoped to that agent: another agent's record is refused with 403.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from .._records import AgentResult
-from ._run_routes import AgentId, ExecutionId, owned_checkpoint, server
 from ._schemas import page_json, record_json
-
-if TYPE_CHECKING:
-    from ._app import ServerState
+from ._state import AgentId, ExecutionId, ServerState, owned_checkpoint, server
 
 router = APIRouter(tags=["reads"])
 ResultId = Annotated[str, Path(alias="resultId", min_length=1, max_length=255)]

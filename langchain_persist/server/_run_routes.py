@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -16,20 +16,11 @@ from .._records import CheckpointState
 from ._events import EventLog
 from ._runs import RunPlan
 from ._schemas import ExecuteRequest, ResumeRequest
-
-if TYPE_CHECKING:
-    from ._app import ServerState
+from ._state import AgentId, ExecutionId, ServerState, owned_checkpoint, server
 
 router = APIRouter()
-AgentId = Annotated[str, Path(alias="agentId", min_length=1, max_length=255)]
-ExecutionId = Annotated[str, Path(alias="executionId", min_length=1, max_length=255)]
 _SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
 PING_SECONDS = 15
-
-
-def server(request: Request) -> ServerState:
-    """The state `create_app` made for this application."""
-    return request.app.state.persist  # type: ignore[no-any-return]
 
 
 @router.post("/api/agents/execute", response_class=EventSourceResponse,
@@ -160,19 +151,6 @@ def _stream(log: EventLog, after: int = 0) -> EventSourceResponse:
 async def _frames(log: EventLog, after: int) -> AsyncIterator[ServerSentEvent]:
     async for event in log.follow(after):
         yield ServerSentEvent(data=event.data, event=event.name, id=str(event.id))
-
-
-async def owned_checkpoint(
-    s: ServerState, checkpoint_id: str, agent_id: str | None = None
-) -> CheckpointState:
-    """A checkpoint (of ``agent_id``, if given): 404 if unknown, 403 if another agent's."""
-    try:
-        checkpoint = await s.service.aget_checkpoint_state(checkpoint_id, agent_id=agent_id)
-    except OwnershipError:
-        raise HTTPException(403, f"checkpoint {checkpoint_id!r} belongs to another agent") from None
-    if checkpoint is None:
-        raise HTTPException(404, f"no checkpoint {checkpoint_id!r}")
-    return checkpoint
 
 
 async def _own_checkpoint(s: ServerState, checkpoint_id: str, agent_id: str) -> CheckpointState:

@@ -17,7 +17,7 @@ from typing import Any
 from langgraph.errors import GraphRecursionError
 from langgraph.pregel import Pregel
 
-from .._callbacks.handler import _final_output
+from .._callbacks.outputs import final_output
 from .._callbacks.tracker import ExecutionTracker
 from .._errors import PersistenceError
 from .._ids import uuid7
@@ -211,7 +211,7 @@ class Runner:
         self, plan: RunPlan, row: AgentResult, log: EventLog, attempt: int
     ) -> None:
         state = await self.graph.aget_state({"configurable": {"thread_id": plan.thread_id}})
-        output = _final_output(state.values)
+        output = final_output(state.values)
         checkpoint_id = state.config["configurable"].get("checkpoint_id")
         interrupts = interrupts_of(state)
         meta: dict[str, Any] = {"attempts": attempt}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
-from .._records import _Record
+from .._records import Record
 from .._sanitize import jsonable
 
 MAX_TEXT = 100_000  # characters of a task or of additional instructions
@@ -66,7 +66,7 @@ class ResumeRequest(_Body):
         return self.resume is not None
 
 
-def record_json(record: _Record) -> dict[str, Any]:
+def record_json(record: Record) -> dict[str, Any]:
     """A stored record as JSON with camelCase keys (datetimes as ISO 8601)."""
     return {to_camel(key): jsonable(value) for key, value in record.to_dict().items()}
 

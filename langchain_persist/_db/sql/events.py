@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import operator
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Connection, Table, select
+import orjson
+from sqlalchemy import Connection, Table, select
 
 from ..._ids import uuid7, uuid7_hex
 from ..._records import AgentTrace, ExecutionLog, Page
-from ..._sanitize import dumps
 from ..schema import agent_traces, execution_logs
 from .paging import after_cursor, count_where, delete_batch, encode_cursor
 
@@ -21,13 +20,6 @@ RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
     execution_logs: ExecutionLog,
     agent_traces: AgentTrace,
 }
-
-
-def insert_events(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Append rows (dicts with every column as a key, as `ResultsPersistenceService.trace_row`
-    and ``log_row`` make them) in one statement; see `insert_values`."""
-    encode = _encoder(conn.dialect, table)
-    insert_values(conn, table, [encode(r) for r in rows])
 
 
 def insert_values(conn: Connection, table: Table, values: Sequence[tuple[Any, ...]]) -> None:
@@ -57,11 +49,11 @@ def insert_values(conn: Connection, table: Table, values: Sequence[tuple[Any, ..
 
 
 class EventFormat(NamedTuple):
-    """How a dialect's driver takes an event row's timestamp (seconds since the epoch) and a
-    new id: what the columns' own bind processing makes of them, at a fraction of its cost,
-    for the background writer, which builds its rows directly in this form."""
+    """How a dialect's driver takes an event row's timestamp (seconds since the epoch, or a UTC
+    datetime) and a new id: what the columns' own bind processing makes of them, at a fraction
+    of its cost.  Event rows are built directly in this form (`TraceEvent.to_values`)."""
 
-    timestamp: Callable[[float], Any]
+    timestamp: Callable[[float | dt.datetime], Any]
     new_id: Callable[[], str]
 
 
@@ -75,10 +67,12 @@ def event_format(dialect_name: str) -> EventFormat:
 _second: tuple[int, str] = (0, "")
 
 
-def _sqlite_timestamp(timestamp: float) -> str:
+def _sqlite_timestamp(timestamp: float | dt.datetime) -> str:
     """The text SQLAlchemy stores on SQLite for this moment in UTC (``YYYY-MM-DD
     HH:MM:SS.ffffff``), rounded to the microsecond as ``datetime.fromtimestamp`` rounds it."""
     global _second
+    if type(timestamp) is not float:
+        return timestamp.strftime("%Y-%m-%d %H:%M:%S.%f")  # type: ignore[union-attr]
     whole = int(timestamp)
     micro = round((timestamp - whole) * 1e6)
     if micro == 1_000_000:
@@ -90,40 +84,42 @@ def _sqlite_timestamp(timestamp: float) -> str:
     return f"{text}.{micro:06d}"
 
 
-_POSTGRES = EventFormat(lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC), uuid7)
+def _postgres_timestamp(timestamp: float | dt.datetime) -> dt.datetime:
+    if type(timestamp) is not float:
+        return timestamp  # type: ignore[return-value]
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+_POSTGRES = EventFormat(_postgres_timestamp, uuid7)
 _SQLITE = EventFormat(_sqlite_timestamp, uuid7_hex)
 
 
-@functools.cache
-def _encoder(dialect: Any, table: Table) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """A row's values in column order, each as the driver takes it.
+def as_record(table: Table, values: Sequence[Any]) -> ExecutionLog | AgentTrace:
+    """The record of a row given in the driver's form (see `EventFormat`): what reading the row
+    back would give, without reading it back."""
+    row = dict(zip(table.c.keys(), values, strict=True))
+    at = row["timestamp"]
+    row["timestamp"] = at if isinstance(at, dt.datetime) else dt.datetime.fromisoformat(at)
+    row["id"] = str(uuid.UUID(row["id"]))
+    row["metadata"] = orjson.loads(row["metadata"])
+    return RECORDS[table].from_row(_Row(row))
 
-    On SQLite that is the column type's own bind processing; ``COPY`` on PostgreSQL takes
-    datetimes and ids as they are, and JSON as text.
-    """
-    get = operator.itemgetter(*(c.name for c in table.c))
-    if dialect.name == "postgresql":
-        steps = [(i, dumps) for i, c in enumerate(table.c) if isinstance(c.type, JSON)]
-    else:
-        steps = [
-            (i, p) for i, c in enumerate(table.c)
-            if (p := c.type.dialect_impl(dialect).bind_processor(dialect)) is not None
-        ]
 
-    def encode(row: dict[str, Any]) -> tuple[Any, ...]:
-        values = list(get(row))
-        for i, step in steps:
-            if values[i] is not None:
-                values[i] = step(values[i])
-        return tuple(values)
-
-    return encode
+class _Row(dict[str, Any]):
+    _mapping = property(lambda self: self)
 
 
 def list_events(
-    conn: Connection, table: Table, execution_id: str, *, limit: int, cursor: str | None = None
+    conn: Connection,
+    table: Table,
+    execution_id: str,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    since: dt.datetime | None = None,
 ) -> Page[Any]:
-    """An execution's events oldest first (ties broken by the time-ordered id)."""
+    """An execution's events oldest first (ties broken by the time-ordered id), from ``since``
+    (inclusive) if given."""
     t, record = table, RECORDS[table]
     query = (
         select(t)
@@ -133,6 +129,8 @@ def list_events(
     )
     if cursor:
         query = query.where(after_cursor(t.c.timestamp, t.c.id, cursor, descending=False))
+    if since is not None:
+        query = query.where(t.c.timestamp >= since)
     rows = [record.from_row(r) for r in conn.execute(query)]
     more = len(rows) > limit
     rows = rows[:limit]

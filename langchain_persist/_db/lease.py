@@ -1,0 +1,92 @@
+"""A `Lease`: one object's use of a URL's database, opened on first use and closed by `close`.
+
+The service and the saver each hold one.  `Lease.db` acquires the shared `Database` from the
+registry and checks its schema (creating or upgrading it when ``migrate`` allows), and checks
+it again after a missing table was seen; `close` releases it (the last user closes the pools),
+and so does garbage collection of an object never closed.  `recheck_schema` retries a method
+once after a missing table, so a database recreated under the same URL is set up as on first
+use.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from .engine import Database, MissingTableError, acquire, release, resolve_url
+from .migrate import ensure_schema
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Lease:
+    """The use of one database URL by one object."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
+        self.url = resolve_url(url)
+        self.migrate = migrate
+        self._db: Database | None = None
+        self._release: weakref.finalize | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return repr(self._db) if self._db is not None else f"Lease({self.url!r})"
+
+    @property
+    def db(self) -> Database:
+        """The database, acquired and its schema checked on first use (and again after a
+        missing table was seen)."""
+        db = self._db
+        if db is None or not db.schema_checked:
+            db = self._open()
+        return db
+
+    def _open(self) -> Database:
+        with self._lock:
+            db = self._db
+            if db is None:
+                db = acquire(self.url)
+                self._release = weakref.finalize(self, release, db)
+                self._db = db
+            try:
+                ensure_schema(db, migrate=self.migrate)
+            except BaseException:
+                self.close()
+                raise
+            return db
+
+    @property
+    def opened(self) -> Database | None:
+        """The database if it is open, else None (opens nothing)."""
+        return self._db
+
+    def close(self) -> None:
+        """Release the database (the last user of a URL closes its pools); a later use
+        acquires it again."""
+        self._db = None
+        if self._release is not None:
+            self._release()
+
+
+class _Leased(Protocol):
+    @property
+    def db(self) -> Database: ...
+
+
+def recheck_schema(method: F) -> F:
+    """Run a method once more after it met a missing table: its next use of ``self.db``
+    checks the schema again (and creates it where ``migrate`` allows), so a database recreated
+    under the same URL is set up as on first use.  A table still missing then raises
+    `MissingTableError` (a `SchemaError`) naming the fix."""
+
+    @functools.wraps(method)
+    def checked(self: _Leased, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except MissingTableError:
+            return method(self, *args, **kwargs)
+
+    return checked  # type: ignore[return-value]

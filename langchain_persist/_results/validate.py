@@ -1,0 +1,110 @@
+"""Input checks shared by the service and the background writer: ids, levels, statuses, ages.
+
+Each returns the value to store or raises `ValidationError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .._db.schema import LOG_LEVELS, RESULT_STATUSES
+from .._db.sql.paging import as_utc
+from .._errors import ValidationError
+from .._sanitize import clean_text, jsonable
+
+MAX_PAGE = 10_000
+MAX_KEY = 255
+LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
+
+Age = dt.datetime | dt.timedelta
+
+
+def now() -> dt.datetime:
+    """The current time in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def key(field: str, value: Any, *, required: bool = True) -> str | None:
+    """An id-like field: a non-empty string of at most 255 characters."""
+    if type(value) is str and 0 < len(value) <= MAX_KEY and "\x00" not in value and (
+        not value.isspace()
+    ):
+        return value  # the common case, checked at a quarter of the cost
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{field} must be a non-empty string, got {value!r}")
+    if len(value) > MAX_KEY:
+        raise ValidationError(f"{field} is {len(value)} characters long; the limit is {MAX_KEY}")
+    return clean_text(value)
+
+
+def level(value: str) -> str:
+    """A log level, its common aliases (``warning``, ``critical``, ``exception``) mapped."""
+    name = LEVEL_ALIASES.get(value, value)
+    if name not in LOG_LEVELS:
+        raise ValidationError(f"level must be one of {', '.join(LOG_LEVELS)}; got {value!r}")
+    return name
+
+
+def status(value: str) -> str:
+    """A result status."""
+    if value not in RESULT_STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(RESULT_STATUSES)}; got {value!r}")
+    return value
+
+
+def result_id(value: Any) -> str | None:
+    """A result id in canonical form, or None when it cannot be one (so it matches no row)."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+def metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A metadata mapping as plain JSON (``{}`` for None)."""
+    if value is None:
+        return {}
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise ValidationError(f"metadata must be a mapping, got {type(value).__name__}")
+    return jsonable(value)  # type: ignore[no-any-return]
+
+
+def limit(value: int) -> int:
+    """A page size."""
+    if not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}, got {value!r}")
+    return value
+
+
+def trace_type(value: Any) -> str:
+    """A trace type: a short name such as ``tool_start``."""
+    if not isinstance(value, str) or not 0 < len(value) <= 32:
+        raise ValidationError(f"type must be a name such as 'tool_start', got {value!r}")
+    return value
+
+
+def duration(value: Any) -> float | None:
+    """A duration in milliseconds."""
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or value < 0:
+        raise ValidationError(f"duration must be a non-negative number of ms, got {value!r}")
+    return float(value)
+
+
+def cutoff(older_than: Age) -> dt.datetime:
+    """The moment before which rows count as old: a datetime, or an age back from now."""
+    if isinstance(older_than, dt.timedelta):
+        if older_than < dt.timedelta(0):
+            raise ValidationError(f"older_than must not be negative, got {older_than}")
+        return now() - older_than
+    if isinstance(older_than, dt.datetime):
+        return as_utc(older_than)
+    raise ValidationError(
+        f"older_than must be a datetime or a timedelta, got {type(older_than).__name__}"
+    )
