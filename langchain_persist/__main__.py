@@ -1,5 +1,5 @@
 """``python -m langchain_persist``: the same as the ``langchain-persist`` command."""
 
-from ._cli.commands import app
+from ._cli import main
 
-app(prog_name="langchain-persist")
+main()

@@ -19,6 +19,7 @@ from .._errors import (
     NotFoundError,
     OwnershipError,
     PersistenceError,
+    SerializationError,
     StorageError,
     ValidationError,
 )
@@ -31,7 +32,10 @@ from ._run_routes import router as run_router
 from ._runs import Runner, ThreadBusy
 from ._state import ServerState
 
-_STATUS = {NotFoundError: 404, OwnershipError: 403, ValidationError: 422, StorageError: 503}
+_STATUS = {
+    NotFoundError: 404, OwnershipError: 403, ValidationError: 422, SerializationError: 422,
+    StorageError: 503,
+}
 
 
 def create_app(
