@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import psycopg  # noqa: E402
+from _versions import find, import_revision  # noqa: E402
 from handler_support import ScriptedChatModel, echo  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
 from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
@@ -164,24 +165,32 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 # -- the measurements ---------------------------------------------------------------------------
 
 
-def handlers(sqlite_url: str, pg_url: str) -> dict[str, Any]:
-    """Every contender's callbacks list, by name."""
+def handlers(sqlite_url: str, pg_url: str, before: Any = None) -> dict[str, Any]:
+    """Every contender's callbacks list, by name (with ``before``, also that revision's
+    handler, on a SQLite file of its own)."""
     sqlite_service = ResultsPersistenceService(sqlite_url)
     pg_service = ResultsPersistenceService(pg_url)
-    return {
+    contenders = {
         "no handler": [],
         "no-op handler": [NoopHandler()],
         "empty handler": [EmptyHandler()],
         "PersistCallbackHandler (SQLite)": [PersistCallbackHandler("a", service=sqlite_service)],
         "PersistCallbackHandler (PostgreSQL)": [PersistCallbackHandler("a", service=pg_service)],
-        "naive sync insert (SQLite)": [NaiveHandler(sqlite_service)],
-        "naive sync insert (PostgreSQL)": [NaiveHandler(pg_service)],
     }
+    if before is not None:
+        for label, url in (("SQLite", sqlite_url.replace(".db", "-before.db")), ("PostgreSQL",
+                                                                                  pg_url)):
+            service = before.ResultsPersistenceService(url)
+            contenders[f"PersistCallbackHandler before ({label})"] = [
+                before.PersistCallbackHandler("a", service=service)]
+    return {**contenders,
+            "naive sync insert (SQLite)": [NaiveHandler(sqlite_service)],
+            "naive sync insert (PostgreSQL)": [NaiveHandler(pg_service)]}
 
 
 def flusher(callbacks: list[Any]) -> Callable[[], Any] | None:
     handler = callbacks[0] if callbacks else None
-    return handler.flush if isinstance(handler, PersistCallbackHandler) else None
+    return getattr(handler, "flush", None) if hasattr(handler, "writer") else None
 
 
 def bench_agent(contenders: dict[str, Any], rounds: int, runs: int) -> list[list[Any]]:
@@ -237,27 +246,43 @@ def bench_invoke(contenders: dict[str, Any], rounds: int, calls: int) -> list[li
     return rows
 
 
-def bench_ingest(urls: dict[str, str], rows: int, rounds: int) -> list[list[Any]]:
-    out = []
-    for name, url in urls.items():
-        service = ResultsPersistenceService(url)
-        service.find_results(limit=1)
-        rates = []
-        for _ in range(rounds):
-            writer = BackgroundWriter(service, max_queue=rows + 1)
+def ingest_parts(before: Any = None) -> dict[str, tuple[Any, Any, Any]]:
+    """(service class, writer class, event class) by contender: this code, and ``before``'s."""
+    parts = {"": (ResultsPersistenceService, BackgroundWriter, TraceEvent)}
+    if before is not None:
+        parts[" before"] = (
+            before.ResultsPersistenceService,
+            find(before, "_callbacks.writer:BackgroundWriter", "_writer:BackgroundWriter"),
+            find(before, "_results.events:TraceEvent", "_writer:TraceEvent"),
+        )
+    return parts
+
+
+def bench_ingest(urls: dict[str, str], rows: int, rounds: int, before: Any = None
+                 ) -> list[list[Any]]:
+    """Rows per second through each writer into each database, rounds interleaved."""
+    contenders = {}
+    for suffix, (service_cls, writer_cls, event_cls) in ingest_parts(before).items():
+        for name, url in urls.items():
+            service = service_cls(url)
+            service.find_results(limit=1)
+            contenders[f"{name}{suffix}"] = (service, writer_cls, event_cls)
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, (service, writer_cls, event_cls) in contenders.items():
+            writer = writer_cls(service, max_queue=rows + 1)
             run, execution = uuid.uuid4(), str(uuid.uuid4())
             context = {"thread_id": "t-1", "langgraph_node": "tools", "langgraph_step": 3}
             extra = {"tool_call_id": "call-1"}
             start = time.perf_counter()
             for i in range(rows):
-                writer.put(TraceEvent("bench", execution, "tool_end", "echo", f"echo {i}", run,
-                                      run, 0.1, time.time(), context, extra))
+                writer.put(event_cls("bench", execution, "tool_end", "echo", f"echo {i}", run,
+                                     run, 0.1, time.time(), context, extra))
             assert writer.flush(600)
-            rates.append(rows / (time.perf_counter() - start))
+            rates[name].append(rows / (time.perf_counter() - start))
             assert writer.written["traces"] == rows, (writer.written, writer.dropped)
             writer.close()
-        out.append([name, rows, f"{median(rates):,.0f}"])
-    return out
+    return [[name, rows, f"{median(r):,.0f}"] for name, r in rates.items()]
 
 
 def memory_child(url: str, events: int) -> None:
@@ -312,6 +337,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
     parser.add_argument("--json", type=Path, help="also write the tables as JSON here")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run the handler as of this git revision (before/after)")
     parser.add_argument("--memory-child", nargs=2, metavar=("URL", "EVENTS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -331,7 +358,8 @@ def main() -> None:
     with pg_database() as pg_url:
         sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
         urls = {"SQLite file": sqlite_url, "PostgreSQL": pg_url}
-        contenders = handlers(sqlite_url, pg_url)
+        before = import_revision(args.before) if args.before else None
+        contenders = handlers(sqlite_url, pg_url, before)
         for callbacks in contenders.values():
             for cb in callbacks:
                 if hasattr(cb, "service"):
@@ -356,7 +384,7 @@ def main() -> None:
              lambda: bench_invoke(contenders, sizes["rounds"], sizes["calls"])),
             ("Sustained ingest", "trace rows per second through the background writer",
              ["database", "rows", "rows / s"],
-             lambda: bench_ingest(urls, sizes["ingest"], sizes["ingest_rounds"])),
+             lambda: bench_ingest(urls, sizes["ingest"], sizes["ingest_rounds"], before)),
             ("Memory", "tool events pushed through the handler as fast as possible, fresh "
              "process; RSS in MiB",
              ["database", "events", "max_queue", "RSS before", "RSS peak", "RSS after flush",
@@ -369,7 +397,7 @@ def main() -> None:
             print(f"### {title}\n\n{note}\n\n{table(headers, rows)}\n", flush=True)
         for callbacks in contenders.values():
             for cb in callbacks:
-                if isinstance(cb, PersistCallbackHandler):
+                if hasattr(cb, "writer"):
                     cb.close()
                 if hasattr(cb, "service"):
                     cb.service.close()

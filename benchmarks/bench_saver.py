@@ -71,6 +71,7 @@ from _common import (
     summarize,
     write_json,
 )
+from _versions import import_revision
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, empty_checkpoint
@@ -352,8 +353,9 @@ def load_persist_saver() -> tuple[Any, str | None]:
     return PersistSaver, None
 
 
-def registry(persist_cls: Any = None) -> list[Contender]:
-    """Every contender, in report order; PersistSaver's only when its class is given."""
+def registry(persist_cls: Any = None, before_cls: Any = None) -> list[Contender]:
+    """Every contender, in report order; PersistSaver's only when its class is given, and
+    that of another revision (``--before``) when its class is given too."""
     contenders = [
         Contender("memory", "InMemorySaver", "memory", "sync", _open_memory),
         Contender("memory-async", "InMemorySaver", "memory", "async", _aopen_memory),
@@ -374,15 +376,18 @@ def registry(persist_cls: Any = None) -> list[Contender]:
             PEER_TABLES["postgres"],
         ),
     ]  # fmt: skip
-    if persist_cls is not None:
-        open_sync, open_async = _persist_openers(persist_cls)
+    for cls, key, name in ((persist_cls, "persist", "PersistSaver"),
+                           (before_cls, "persist-before", "PersistSaver before")):
+        if cls is None:
+            continue
+        open_sync, open_async = _persist_openers(cls)
         for backend, label in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
             short = "sqlite" if backend == "sqlite" else "pg"
             for mode, opener in (("sync", open_sync), ("async", open_async)):
                 contenders.append(
                     Contender(
-                        f"persist-{short}" + ("-async" if mode == "async" else ""),
-                        f"PersistSaver ({label})",
+                        f"{key}-{short}" + ("-async" if mode == "async" else ""),
+                        f"{name} ({label})",
                         backend,
                         mode,
                         opener,
@@ -1184,6 +1189,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="PostgreSQL admin URL; databases are created and dropped on its server",
     )
     parser.add_argument("--list", action="store_true", help="list the contenders and exit")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run PersistSaver as of this git revision (before/after)")
     return parser.parse_args(argv)
 
 
@@ -1200,7 +1207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     persist_cls, why = load_persist_saver()
-    everyone = registry(persist_cls)
+    before_cls = import_revision(args.before).PersistSaver if args.before else None
+    everyone = registry(persist_cls, before_cls)
     if args.list:
         for c in everyone:
             print(f"{c.key:22} {c.name} ({c.driver})")
