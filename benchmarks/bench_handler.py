@@ -47,8 +47,11 @@ from handler_support import ScriptedChatModel, echo  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
 from langchain_core.callbacks import BaseCallbackHandler  # noqa: E402
 
-from langchain_persist import PersistCallbackHandler, ResultsPersistenceService  # noqa: E402
-from langchain_persist._callbacks.writer import BackgroundWriter  # noqa: E402
+from langchain_persist import (  # noqa: E402
+    BackgroundWriter,
+    PersistCallbackHandler,
+    ResultsPersistenceService,
+)
 from langchain_persist._db.engine import dispose_database  # noqa: E402
 from langchain_persist._results.events import TraceEvent  # noqa: E402
 

@@ -2,6 +2,7 @@
 
 from ._callbacks.handler import PersistCallbackHandler
 from ._callbacks.tracker import ExecutionTracker
+from ._callbacks.writer import BackgroundWriter
 from ._checkpoint.saver import PersistSaver
 from ._errors import (
     ConfigurationError,
@@ -22,6 +23,7 @@ results_persistence = ResultsPersistenceService()
 __all__ = [
     "AgentResult",
     "AgentTrace",
+    "BackgroundWriter",
     "CheckpointState",
     "ConfigurationError",
     "ExecutionLog",

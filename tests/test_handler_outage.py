@@ -17,11 +17,11 @@ from langchain.agents import create_agent
 from langchain_core.tools import tool
 
 from langchain_persist import (
+    BackgroundWriter,
     PersistCallbackHandler,
     ResultsPersistenceService,
     StorageError,
 )
-from langchain_persist._callbacks.writer import BackgroundWriter
 from langchain_persist._db import engine as _engine
 from langchain_persist._results.events import TraceEvent
 

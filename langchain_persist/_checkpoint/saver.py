@@ -34,8 +34,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from sqlalchemy import Row
 
 from .._aio import async_twin
-from .._db.engine import Database
-from .._db.lease import Lease, recheck_schema
+from .._db.lease import Lease, Leased, recheck_schema
 from .._db.sql import checkpoints as store
 from .._errors import ValidationError
 from .._ids import uuid7
@@ -77,7 +76,7 @@ def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableC
     }
 
 
-class PersistSaver(BaseCheckpointSaver[str]):
+class PersistSaver(Leased, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer on SQLite or PostgreSQL: ``builder.compile(checkpointer=saver)``.
 
     ``url`` is resolved like everywhere in langchain-persist (argument, then
@@ -96,16 +95,6 @@ class PersistSaver(BaseCheckpointSaver[str]):
         self.migrate = migrate
         self._lease = Lease(url, migrate=migrate)
         self._dialect = self._lease.db.fast.dialect
-
-    @property
-    def url(self) -> str:
-        """The database URL (resolved: the argument, else the environment, else the file)."""
-        return self._lease.url
-
-    @property
-    def db(self) -> Database:
-        """The database, acquired (and its schema checked) on first use and after `close`."""
-        return self._lease.db
 
     @property
     def _bases(self) -> Bases:
@@ -136,11 +125,6 @@ class PersistSaver(BaseCheckpointSaver[str]):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-
-    def close(self) -> None:
-        """Release the database (the last user of a URL closes its pools); the saver opens it
-        again if used again."""
-        self._lease.close()
 
     # -- writing --------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from .engine import Database, MissingTableError, acquire, release, resolve_url
 from .migrate import ensure_schema
@@ -71,9 +71,27 @@ class Lease:
             self._release()
 
 
-class _Leased(Protocol):
+class Leased:
+    """An object that uses one database through a `Lease` (the service, the saver): its URL,
+    its database, and `close`."""
+
+    _lease: Lease
+
     @property
-    def db(self) -> Database: ...
+    def url(self) -> str:
+        """The database URL (resolved: the argument, else the environment, else the file)."""
+        return self._lease.url
+
+    @property
+    def db(self) -> Database:
+        """The database, acquired (and its schema checked) on first use, again after a missing
+        table, and after `close`."""
+        return self._lease.db
+
+    def close(self) -> None:
+        """Release the database (the last user of a URL closes its pools); it is opened again
+        if used again."""
+        self._lease.close()
 
 
 def recheck_schema(method: F) -> F:
@@ -83,7 +101,7 @@ def recheck_schema(method: F) -> F:
     `MissingTableError` (a `SchemaError`) naming the fix."""
 
     @functools.wraps(method)
-    def checked(self: _Leased, *args: Any, **kwargs: Any) -> Any:
+    def checked(self: Leased, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except MissingTableError:

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from .._aio import async_twin
 from .._checkpoint.codec import load_values
-from .._db.engine import Database
-from .._db.lease import Lease
+from .._db.lease import Lease, Leased
 from .._db.schema import agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
 from .._db.sql.paging import as_utc
@@ -44,7 +44,7 @@ def default_serde() -> Any:
     return JsonPlusSerializer()
 
 
-class ResultsPersistenceService:
+class ResultsPersistenceService(Leased):
     """Results, logs, traces and checkpoint states of agent runs, in SQLite or PostgreSQL.
 
     Result and checkpoint writes are blocking: a failure raises a `PersistenceError`.  Log and
@@ -74,16 +74,6 @@ class ResultsPersistenceService:
 
     def __repr__(self) -> str:
         return f"ResultsPersistenceService({self._lease!r})"
-
-    @property
-    def url(self) -> str:
-        """The database URL (resolved: the argument, else the environment, else the file)."""
-        return self._lease.url
-
-    @property
-    def db(self) -> Database:
-        """The database, opened (and its schema checked) on first use."""
-        return self._lease.db
 
     @functools.cached_property
     def _dialect(self) -> str:
@@ -355,10 +345,7 @@ class ResultsPersistenceService:
         since: dt.datetime | None = None,
     ) -> Page[ExecutionLog]:
         """An execution's logs, oldest first, in the order they were saved (from ``since``)."""
-        with self.db.read() as conn:
-            return events.list_events(conn, execution_logs, execution_id,
-                                      limit=check.limit(limit), cursor=cursor,
-                                      since=None if since is None else as_utc(since))
+        return self._events(execution_logs, execution_id, limit, cursor, since)
 
     def get_execution_traces(
         self,
@@ -369,10 +356,15 @@ class ResultsPersistenceService:
         since: dt.datetime | None = None,
     ) -> Page[AgentTrace]:
         """An execution's traces, oldest first, in the order they were saved (from ``since``)."""
+        return self._events(agent_traces, execution_id, limit, cursor, since)
+
+    def _events(
+        self, table: Table, execution_id: str, limit: int, cursor: str | None,
+        since: dt.datetime | None,
+    ) -> Page[Any]:
         with self.db.read() as conn:
-            return events.list_events(conn, agent_traces, execution_id,
-                                      limit=check.limit(limit), cursor=cursor,
-                                      since=None if since is None else as_utc(since))
+            return events.list_events(conn, table, execution_id, limit=check.limit(limit),
+                                      cursor=cursor, since=None if since is None else as_utc(since))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
@@ -540,11 +532,6 @@ class ResultsPersistenceService:
                 f"{_first_line(cause)} (is the database up and its "
                 "schema current? try `langchain-persist db check`)"
             ) from cause
-
-    def close(self) -> None:
-        """Release the database (the last user of a URL closes its pools); a later call opens
-        it again."""
-        self._lease.close()
 
     asave_result = async_twin(save_result)
     aupdate_result = async_twin(update_result)
