@@ -399,8 +399,8 @@ def test_event_rows_read_back_as_the_events_were(service):
     logs = [LogEvent("a", run, "warn", awkward, "src", at, {"n": 1}, detail=awkward * 100)
             for at in moments]
     trace_rows = [e.to_values(fmt, limit) for e in traces]
-    assert service.insert_events("traces", trace_rows) == 4
-    assert service.insert_events("logs", [e.to_values(fmt, limit) for e in logs]) == 4
+    assert service.insert_events("traces", trace_rows).stored == 4
+    assert service.insert_events("logs", [e.to_values(fmt, limit) for e in logs]).stored == 4
 
     stored = service.get_execution_traces(str(run))
     assert [t.timestamp for t in stored] == [dt.datetime.fromtimestamp(at, dt.UTC)

@@ -199,4 +199,5 @@ def test_a_graph_without_messages_gets_the_task_in_its_state(sqlite_url, graph):
             "checkpointId": events[-1].data["checkpointId"], "additionalInstructions": "more"})
         assert refused.status_code == 422 and "no 'messages'" in refused.json()["detail"]
         assert client.get("/api/health").json() == {
-            "status": "ok", "graph": "LangGraph", "database": "sqlite", "running": 0}
+            "status": "ok", "graph": "LangGraph", "database": "sqlite", "running": 0,
+            "databaseReachable": True}

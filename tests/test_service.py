@@ -149,11 +149,13 @@ def test_nul_bytes_and_unusual_metadata(service: ResultsPersistenceService) -> N
         "when": when, "id": uid, "tags": {"b", "a"}, "model": Model(name="n\x00", when=when),
         "nan": float("nan"), "bytes": b"\x00\x01", "nested": {"k\x00": ["v\x00"]}, 7: "int key",
     }
-    result = service.save_result(agent_id="a\x00b", result="out\x00put", metadata=metadata,
+    with pytest.raises(ValidationError, match="agent_id 'a.b' contains a NUL"):
+        service.save_result(agent_id="a\x00b", execution_id="e")  # ids are refused, not rewritten
+    result = service.save_result(agent_id="ab", result="out\x00put", metadata=metadata,
                                  execution_id="e")
     stored = service.get_result(result.id)
     assert stored is not None
-    assert stored.agent_id == "a\ufffdb" and stored.result == "out\ufffdput"
+    assert stored.agent_id == "ab" and stored.result == "out\ufffdput"
     assert stored.metadata["when"] == when.isoformat() and stored.metadata["id"] == str(uid)
     assert stored.metadata["tags"] == ["a", "b"]
     assert stored.metadata["model"] == {"name": "n\ufffd", "when": when.isoformat()}
@@ -202,7 +204,7 @@ def test_database_down_logs_drop_results_raise(tmp_path) -> None:
     assert service.save_log(agent_id="a", execution_id="e", message="m") is None
     assert service.save_trace(agent_id="a", execution_id="e", type="tool_end") is None
     assert service.dropped == {"logs": 1, "traces": 1}
-    with pytest.raises(StorageError, match=r"could not save the result in .*127\.0\.0\.1:1"):
+    with pytest.raises(StorageError, match=r"cannot reach .*127\.0\.0\.1:1.*could not save the result"):
         service.save_result(agent_id="a")
 
 

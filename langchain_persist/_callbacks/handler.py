@@ -46,9 +46,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.errors import GraphBubbleUp, GraphInterrupt, GraphRecursionError
 
-from .._errors import PersistenceError, StorageError, ValidationError
+from .._errors import PersistenceError, ValidationError
 from .._results.events import LogEvent, TraceEvent
 from .._results.service import ResultsPersistenceService
+from .._sanitize import checked_id
 from . import execution
 from .execution import ExecutionState
 from .outputs import error_text, final_output
@@ -81,10 +82,12 @@ class PersistCallbackHandler(BaseCallbackHandler):
         max_queue, batch_size, flush_interval: the writer's settings.
         trace_llm: also record ``llm_end`` / ``llm_error`` traces.
         raise_error: write the ``running`` row on the caller's thread when the run starts,
-            and raise `StorageError` out of the run when its result row cannot be written
-            (the seed's blocking rule).  By default a failed end of run is logged at ERROR,
-            counted in ``dropped["result_writes"]`` and retried in the background, and the
-            agent goes on.  Trace and log events never raise.
+            and raise out of the run when its result row cannot be written (`StorageError`,
+            the seed's blocking rule) or an id is not one (`ValidationError`: an agent, thread
+            or execution id with NUL or a lone surrogate is refused before the run starts).
+            By default a failed end of run is logged at ERROR, counted in
+            ``dropped["result_writes"]`` and retried in the background, and the agent goes
+            on.  Trace and log events never raise.
         source: the ``source`` of the log lines.
 
     The execution id is the root run's id (choose it with ``config["run_id"]``), or
@@ -107,13 +110,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         raise_error: bool = False,
         source: str = "agent-callback",
     ) -> None:
-        if agent_id is not None and (
-            not isinstance(agent_id, str) or not agent_id.strip() or len(agent_id) > 255
-        ):
-            raise ValidationError(
-                f"agent_id must be a non-empty string of at most 255 characters, got {agent_id!r}"
-            )
-        self.agent_id = agent_id
+        self.agent_id = checked_id("agent_id", agent_id, required=False)
         if writer is None:
             service = service if service is not None else ResultsPersistenceService(url)
             writer = BackgroundWriter(
@@ -149,8 +146,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
         Each callback catches inline rather than through a decorator: a wrapper's extra call
         costs about a microsecond per event, ten events per tool call in an agent run.
         """
-        if isinstance(exc, StorageError):
-            raise exc  # only raised when raise_error=True: the seed's blocking result writes
+        if isinstance(exc, PersistenceError) and self.raise_error:
+            raise exc  # the seed's blocking result writes, and ids refused before the run
         self.internal_errors += 1
         if self.internal_errors == 1:
             logger.error("langchain-persist: %s failed (reported once; the agent goes on)",
@@ -599,7 +596,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
             create = self._whole_row(ex, fields) if result_id is None else None
             self._put(ResultWrite("final", ex.execution_id, fields, None, result_id, create))
         if self.raise_error:
-            raise exc if isinstance(exc, StorageError) else StorageError(str(exc))
+            raise exc
 
     def _execution(
         self, run_id: UUID, name: str | None, metadata: Mapping[str, Any] | None

@@ -37,12 +37,12 @@ SHUTDOWN_TIMEOUT = 10.0
 SIGTERM_VARIABLE = "LANGCHAIN_PERSIST_SIGTERM"
 
 _writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a finalizer may close a writer while it is held
 _installed = False
 _sigterm_installed = False
 
 
-def lock() -> threading.Lock:
+def lock() -> threading.RLock:
     """The lock that guards the registry (and a writer's restart in a forked child)."""
     return _lock
 
@@ -97,7 +97,7 @@ def _on_sigterm(signum: int, _frame: Any) -> None:
 
 def _after_fork() -> None:
     global _lock
-    _lock = threading.Lock()  # another thread may have held it at the fork
+    _lock = threading.RLock()  # another thread may have held it at the fork
     reset_after_fork()
     for writer in list(_writers):
         writer.after_fork()

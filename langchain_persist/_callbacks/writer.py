@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .._db.schema import agent_traces, execution_logs
-from .._errors import PersistenceError, StorageError, ValidationError
+from .._errors import PersistenceError, ValidationError
 from .._results.events import LogEvent, TraceEvent
 from .._results.storage import EventStore, ResultStore
 from . import shutdown
@@ -285,7 +285,8 @@ class BackgroundWriter:
         opens: list[ResultWrite] = []
         progress: dict[str, ResultWrite] = {}
         size = 0
-        fmt, limit = self.service.event_format(), self.service.trace_content_limit
+        service = self.service
+        fmt, limit, max_text = service.event_format(), service.trace_content_limit, service.max_text
         for n, record in enumerate(batch, 1):
             kind = type(record)
             if kind is ResultWrite:
@@ -298,7 +299,8 @@ class BackgroundWriter:
                     progress[record.key] = record  # newest progress wins
                 continue
             try:
-                row = record.to_values(fmt, limit)
+                row = (record.to_values(fmt, limit) if kind is TraceEvent
+                       else record.to_values(fmt, limit, max_text))
             except Exception as exc:  # a bad record must not stop the batch
                 self._count_drop("traces" if kind is TraceEvent else "logs", 1, exc)
                 continue
@@ -322,11 +324,14 @@ class BackgroundWriter:
             if not rows:
                 continue
             try:
-                self.written[kind] += self.service.insert_events(kind, rows)
-            except StorageError as exc:
+                done = self.service.insert_events(kind, rows)
+            except PersistenceError as exc:  # the database is away (or its tables are)
                 self._count_drop(kind, len(rows), exc)
-            else:
-                self._recovered()
+                continue
+            self.written[kind] += done.stored
+            if done.refused:  # rows the database would not take: the others are stored
+                self._count_drop(kind, done.refused, f"the database refused them: {done.reason}")
+            self._recovered()
 
     def _apply(self, record: ResultWrite) -> bool:
         """Write one result change; True when it is done (stored, or can never be stored)."""
@@ -345,8 +350,10 @@ class BackgroundWriter:
                 self.results.update_result(record.result_id, **record.fields)
             elif record.create is not None:
                 self.results.save_result(**record.create)
-        except ValidationError:
-            return True  # progress that arrived after the run finished: nothing to do
+        except ValidationError as exc:
+            if record.kind == "open":  # an id refused: counted once here, as the end is
+                self._count_drop("results", 1, exc)
+            return True  # (progress that arrived after the run finished: nothing to do)
         except PersistenceError as exc:
             if record.kind != "final":
                 self._count_drop("results", 1, exc)

@@ -97,13 +97,13 @@ def join_tail(base: bytes, tail: bytes) -> bytes:
     return tail[:head] + base[_array_header(base) :] + tail[head:]
 
 
-def load(serde: Any, type_: str, blob: bytes, what: str) -> Any:
+def load(serde: Any, type_: str, blob: bytes, what: object) -> Any:
     """Deserialize a stored value (`pack`'s form); a failure raises `SerializationError` naming
-    ``what`` and the fix."""
+    ``what`` (formatted only then) and the fix."""
     return decode(serde, unpack(type_, blob), what)
 
 
-def decode(serde: Any, typed: tuple[str, bytes], what: str) -> Any:
+def decode(serde: Any, typed: tuple[str, bytes], what: object) -> Any:
     """``serde.loads_typed``; a failure raises `SerializationError` naming ``what`` and the fix
     (most often: the reader's serializer is not the one that wrote the value)."""
     try:
@@ -118,7 +118,7 @@ def decode(serde: Any, typed: tuple[str, bytes], what: str) -> Any:
 
 
 def load_value(
-    serde: Any, row: Any, rows: Mapping[tuple[str, str], Any], where: str = "a checkpoint"
+    serde: Any, row: Any, rows: Mapping[tuple[str, str], Any], where: object = "a checkpoint"
 ) -> Any:
     """Deserialize a stored channel value; a tail is joined to its base from ``rows``."""
     stype, raw = unpack(row.type, row.blob)
@@ -131,14 +131,17 @@ def load_value(
                 "another process while this thread ran?); resume from an earlier checkpoint"
             )
         raw = join_tail(unpack(base.type, base.blob)[1], raw)
-    return decode(serde, (stype, raw), f"channel {row.channel!r} of {where}")
+    try:
+        return serde.loads_typed((stype, raw))
+    except Exception:  # said once, when it fails: no message is built per value read
+        return decode(serde, (stype, raw), f"channel {row.channel!r} of {where}")
 
 
 def load_values(
     serde: Any,
     versions: Mapping[str, str],
     rows: Mapping[tuple[str, str], Any],
-    where: str = "a checkpoint",
+    where: object = "a checkpoint",
 ) -> dict[str, Any]:
     """The channel values a checkpoint's versions name (channels stored empty are left out)."""
     values = {}

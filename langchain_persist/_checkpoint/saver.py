@@ -38,7 +38,7 @@ from .._db.lease import Lease, Leased, recheck_schema
 from .._db.sql import checkpoints as store
 from .._errors import ValidationError
 from .._ids import uuid7
-from .._sanitize import jsonable
+from .._sanitize import checked_id, checked_namespace, jsonable
 from .bases import Bases, for_database
 from .codec import EMPTY, dump, is_list, load, load_value, load_values, pack, tail_of
 from .prune import keep_latest, namespaces, replays_history, root_of
@@ -63,7 +63,12 @@ def _key(config: RunnableConfig) -> _Key:
         raise ValidationError(
             'PersistSaver needs a thread: pass config={"configurable": {"thread_id": "..."}}'
         )
-    return _Key(str(thread_id), conf.get("checkpoint_ns") or "", get_checkpoint_id(config))
+    checkpoint_id = get_checkpoint_id(config)
+    return _Key(
+        checked_id("thread_id", str(thread_id)),  # type: ignore[arg-type]
+        checked_namespace(conf.get("checkpoint_ns") or ""),
+        None if checkpoint_id is None else checked_id("checkpoint_id", str(checkpoint_id)),
+    )
 
 
 def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
@@ -148,9 +153,12 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
             if base is not None:
                 new_bases.append(base)
         type_, blob = pack(*dump(self.serde, rest, "the checkpoint"))
-        meta = jsonable(get_serializable_checkpoint_metadata(config, metadata))
+        given = get_serializable_checkpoint_metadata(config, metadata)
+        meta = jsonable(given)
         conf = config.get("configurable") or {}
-        agent_id = conf.get("agent_id") or meta.get("agent_id")
+        agent_id = conf.get("agent_id") or given.get("agent_id")  # as given: ids are not cleaned
+        if agent_id is not None:
+            agent_id = checked_id("agent_id", str(agent_id))
         run_id = str(meta["run_id"]) if meta.get("run_id") else _run_id(config)
         row = {
             "thread_id": thread_id,
@@ -326,7 +334,7 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         values: Mapping[tuple[str, str], Row[Any]],
         writes: Sequence[Row[Any]],
     ) -> CheckpointTuple:
-        where = f"checkpoint {row.checkpoint_id!r} of thread {thread_id!r}"
+        where = _Where(row.checkpoint_id, thread_id)
         checkpoint = load(self.serde, row.type, row.checkpoint, where)
         checkpoint["channel_versions"] = dict(row.versions)
         checkpoint["channel_values"] = load_values(self.serde, row.versions, values, where)
@@ -344,7 +352,7 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         )
 
     def _write(self, row: Row[Any]) -> PendingWrite:
-        what = f"a pending write to {row.channel!r} of checkpoint {row.checkpoint_id!r}"
+        what = _Where(row.checkpoint_id, None, f"a pending write to {row.channel!r} of ")
         return (row.task_id, row.channel, load(self.serde, row.type, row.blob, what))
 
     @recheck_schema
@@ -539,6 +547,18 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
                 yield tup
             if len(batch) < PAGE:
                 return
+
+
+class _Where(NamedTuple):
+    """What a decoding error names (the text is made only when there is an error)."""
+
+    checkpoint_id: str
+    thread_id: str | None
+    prefix: str = ""
+
+    def __str__(self) -> str:
+        thread = "" if self.thread_id is None else f" of thread {self.thread_id!r}"
+        return f"{self.prefix}checkpoint {self.checkpoint_id!r}{thread}"
 
 
 def _run_id(config: RunnableConfig) -> str | None:

@@ -9,6 +9,7 @@ open database gets new pools (the parent's connections are left to the parent)."
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import threading
@@ -202,8 +203,9 @@ def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     path = None
     if parsed.database and parsed.database != ":memory:":
-        path = Path(parsed.database).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        file = Path(parsed.database).expanduser()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        path = str(file)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -242,9 +244,9 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
+def _file_id(path: str) -> tuple[int, int] | None:
     try:
-        stat = path.stat()
+        stat = os.stat(path)
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
@@ -310,10 +312,27 @@ def _readable(dbapi_conn: Any) -> bool:
         return True
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether an error says the database could not be reached or used at all (a connection
+    refused or lost, a locked or full file), rather than that it refused a statement's values:
+    worth retrying later, not worth splitting a batch for."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DisconnectionError) or type(seen).__name__ in (
+            "OperationalError", "InterfaceError", "ConnectionTimeout", "PoolTimeout",
+        ):
+            return True
+        if type(seen).__name__ in ("DataError", "IntegrityError", "ProgrammingError"):
+            return False
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return False
+
+
 # -- the registry: one Database per URL, counted ----------------------------------------------
 
 _open: dict[str, Database] = {}
 _open_lock = threading.Lock()
+_released: collections.deque[Database] = collections.deque()
 _watching_forks = False
 
 
@@ -323,25 +342,51 @@ def acquire(url: str | None = None) -> Database:
     global _watching_forks
     resolved = resolve_url(url)
     with _open_lock:
-        if not _watching_forks:
-            after_fork_in_child(_after_fork)
-            _watching_forks = True
         db = _open.get(resolved)
-        if db is None:
-            db = _open[resolved] = Database(resolved)
-        db.refs += 1
-        return db
+        if db is not None:
+            db.refs += 1
+    if db is None:  # made outside the lock: its imports and allocations may run finalizers
+        made = Database(resolved)
+        with _open_lock:
+            if not _watching_forks:
+                after_fork_in_child(_after_fork)
+                _watching_forks = True
+            db = _open.setdefault(resolved, made)
+            db.refs += 1
+        if db is not made:
+            made.dispose()
+    _settle()
+    return db
 
 
 def release(db: Database) -> None:
-    """Count one user of ``db`` out; the last one closes its pools and forgets it."""
-    with _open_lock:
-        db.refs -= 1
-        if db.refs > 0:
+    """Count one user of ``db`` out; the last one closes its pools and forgets it.
+
+    Never blocks, so that a garbage-collected object may call it from a finalizer, whatever
+    lock its thread holds: when the registry is busy, the thread that holds it settles the
+    count on its way out."""
+    _released.append(db)
+    _settle()
+
+
+def _settle() -> None:
+    """Apply the releases that wait, if the registry is free (else its holder will)."""
+    while _released:
+        if not _open_lock.acquire(blocking=False):
             return
-        if _open.get(db.url) is db:
-            del _open[db.url]
-    db.dispose()
+        gone = []
+        try:
+            while _released:
+                db = _released.popleft()
+                db.refs -= 1
+                if db.refs <= 0:
+                    if _open.get(db.url) is db:
+                        del _open[db.url]
+                    gone.append(db)
+        finally:
+            _open_lock.release()
+        for db in gone:
+            db.dispose()
 
 
 def dispose_database(url: str | None = None) -> None:
@@ -349,6 +394,7 @@ def dispose_database(url: str | None = None) -> None:
     `acquire` opens a new one): for tests and scripts that drop and recreate a database."""
     with _open_lock:
         db = _open.pop(resolve_url(url), None)
+    _settle()
     if db is not None:
         db.dispose()
 
@@ -356,7 +402,9 @@ def dispose_database(url: str | None = None) -> None:
 def open_databases() -> list[Database]:
     """The databases open in this process."""
     with _open_lock:
-        return list(_open.values())
+        found = list(_open.values())
+    _settle()
+    return found
 
 
 def _after_fork() -> None:

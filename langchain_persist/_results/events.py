@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .._db.sql.events import EventFormat
-from .._sanitize import dumps, jsonable, to_text, truncate
+from .._sanitize import bounded, checked_label, dumps, jsonable, to_text, truncate
 from .validate import key, level
 
+DEFAULT_MAX_TEXT = 100_000  # characters of a log message (the service's ``max_text``)
 # Run-metadata keys worth keeping on a trace (the rest of the run metadata is not stored).
 CONTEXT_KEYS = {
     "langgraph_node": "node",
@@ -70,7 +71,7 @@ class TraceEvent(NamedTuple):
         return (
             key("execution_id", str(self.execution_id)), fmt.timestamp(self.timestamp),
             fmt.new_id(), key("agent_id", self.agent_id), _text(self.run_id),
-            _text(self.parent_run_id), self.type, key("name", self.name, required=False),
+            _text(self.parent_run_id), self.type, checked_label("name", self.name),
             content, dumps(jsonable(meta)), self.duration,
         )
 
@@ -87,8 +88,11 @@ class LogEvent(NamedTuple):
     metadata: Mapping[str, Any] | None = None
     detail: Any = None
 
-    def to_values(self, fmt: EventFormat, limit: int) -> tuple[Any, ...]:
-        """The `execution_logs` row as the driver takes it (raises `ValidationError`)."""
+    def to_values(
+        self, fmt: EventFormat, limit: int, max_text: int = DEFAULT_MAX_TEXT
+    ) -> tuple[Any, ...]:
+        """The `execution_logs` row as the driver takes it, the message cut at ``max_text``
+        characters and the detail at ``limit`` (raises `ValidationError`)."""
         meta = dict(self.metadata or {})
         if self.detail is not None:
             text, length = truncate(to_text(self.detail), limit)
@@ -98,6 +102,6 @@ class LogEvent(NamedTuple):
         return (
             key("execution_id", str(self.execution_id)), fmt.timestamp(self.timestamp),
             fmt.new_id(), key("agent_id", self.agent_id), level(self.level),
-            to_text(self.message), key("source", self.source, required=False),
+            bounded(to_text(self.message), max_text), checked_label("source", self.source),
             dumps(jsonable(meta)),
         )

@@ -8,8 +8,9 @@ import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table
 from sqlalchemy.engine import make_url
@@ -17,16 +18,23 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._aio import async_twin
 from .._checkpoint.codec import load_values
-from .._db.lease import Lease, Leased
+from .._db.engine import is_outage
+from .._db.lease import Lease, Leased, recheck_schema
 from .._db.schema import agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
 from .._db.sql.paging import as_utc
-from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
+from .._errors import (
+    NotFoundError,
+    OwnershipError,
+    PersistenceError,
+    StorageError,
+    ValidationError,
+)
 from .._ids import uuid7
 from .._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
-from .._sanitize import clean_text, jsonable, to_text
+from .._sanitize import bounded, jsonable, to_text
 from . import validate as check
-from .events import LogEvent, TraceEvent
+from .events import DEFAULT_MAX_TEXT, LogEvent, TraceEvent
 from .validate import Age, cutoff, now
 
 logger = logging.getLogger("langchain_persist")
@@ -54,6 +62,15 @@ class ResultsPersistenceService(Leased):
 
     ``serde`` decodes the checkpoints `PersistSaver` wrote (`get_checkpoint_state`): pass the
     saver's own serializer (an ``EncryptedSerializer``, say); LangGraph's default otherwise.
+
+    Every text and JSON value is made safe to store the same way on both databases (NUL and
+    lone surrogates become U+FFFD, objects plain JSON); ids are refused instead (`ValidationError`);
+    a result, an error or a log message longer than ``max_text`` characters is cut with a marker
+    saying how long it was, and trace contents at ``trace_content_limit``.  Everything raised is
+    a `PersistenceError`; reads with an id no row can have find nothing.
+
+    The ``a``-prefixed twins run in ``executor`` when given (a server keeps its reads apart
+    from the graph's work that way), else in the event loop's default executor.
     """
 
     def __init__(
@@ -64,8 +81,12 @@ class ResultsPersistenceService(Leased):
         migrate: bool = True,
         cleanup_batch_size: int = DEFAULT_CLEANUP_BATCH,
         serde: Any = None,
+        max_text: int = DEFAULT_MAX_TEXT,
+        executor: Executor | None = None,
     ) -> None:
         self._lease = Lease(url, migrate=migrate)
+        self.max_text = max_text
+        self.executor = executor
         self.migrate = migrate
         self.trace_content_limit = trace_content_limit
         self.cleanup_batch_size = cleanup_batch_size
@@ -76,8 +97,13 @@ class ResultsPersistenceService(Leased):
         return f"ResultsPersistenceService({self._lease!r})"
 
     @functools.cached_property
-    def _dialect(self) -> str:
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"`` (from the URL: opens nothing)."""
         return make_url(self.url).get_backend_name()
+
+    def _text(self, value: Any) -> str | None:
+        """A result, error or message as storable text, cut at ``max_text``."""
+        return None if value is None else bounded(to_text(value), self.max_text)
 
     # -- results (blocking) -------------------------------------------------------------------
 
@@ -103,10 +129,10 @@ class ResultsPersistenceService(Leased):
             "thread_id": check.key("thread_id", thread_id, required=False),
             "checkpoint_id": check.key("checkpoint_id", checkpoint_id, required=False),
             "quest_id": check.key("quest_id", quest_id, required=False),
-            "result": None if result is None else to_text(result),
+            "result": self._text(result),
             "metadata": check.metadata(metadata),
             "status": check.status(status),
-            "error": None if error is None else to_text(error),
+            "error": self._text(error),
             "created_at": at,
             "updated_at": at,
             "completed_at": at if status != "running" else None,
@@ -144,9 +170,9 @@ class ResultsPersistenceService(Leased):
             if value is not None
         }
         if result is not None:
-            changes["result"] = to_text(result)
+            changes["result"] = self._text(result)
         if error is not None:
-            changes["error"] = to_text(error)
+            changes["error"] = self._text(error)
         patch = check.metadata(metadata)
         if status is not None:
             check.status(status)
@@ -171,7 +197,7 @@ class ResultsPersistenceService(Leased):
         key = check.result_id(result_id)
         if key is None:
             return None
-        with self.db.cursor() as cur:
+        with self._blocking("read the result"), self.db.cursor() as cur:
             return results.get_result(cur, self.db.fast.dialect, key)
 
     def get_agent_results(
@@ -183,12 +209,7 @@ class ResultsPersistenceService(Leased):
         cursor: str | None = None,
     ) -> Page[AgentResult]:
         """An agent's results, newest first; pass ``page.next_cursor`` to get the next page."""
-        if status is not None:
-            check.status(status)
-        with self.db.read() as conn:
-            return results.list_results(
-                conn, agent_id=agent_id, status=status, limit=check.limit(limit), cursor=cursor
-            )
+        return self.find_results(agent_id=agent_id, status=status, limit=limit, cursor=cursor)
 
     def find_results(
         self,
@@ -203,16 +224,13 @@ class ResultsPersistenceService(Leased):
         """Results newest first, filtered by any of agent, execution, thread and status."""
         if status is not None:
             check.status(status)
-        with self.db.read() as conn:
-            return results.list_results(
-                conn,
-                agent_id=agent_id,
-                execution_id=execution_id,
-                thread_id=thread_id,
-                status=status,
-                limit=check.limit(limit),
-                cursor=cursor,
-            )
+        size = check.limit(limit)
+        keys = {"agent_id": agent_id, "execution_id": execution_id, "thread_id": thread_id}
+        found = {name: check.lookup(value) for name, value in keys.items() if value is not None}
+        if None in found.values():
+            return Page([])  # an id no row can have
+        with self._blocking("read the results"), self.db.read() as conn:
+            return results.list_results(conn, **found, status=status, limit=size, cursor=cursor)
 
     def mark_stale_results(
         self,
@@ -237,10 +255,19 @@ class ResultsPersistenceService(Leased):
         with self._blocking("mark stale results"), self.db.write() as conn:
             return results.mark_running_before(conn, when, values, agent_id=agent_id)
 
+    def ping(self) -> None:
+        """Reach the database with one round trip; raise `StorageError` naming the fix when
+        it cannot be reached (a health check)."""
+        with self._blocking("reach the database"), self.db.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
         """The newest checkpoint id stored for a thread (by `PersistSaver`), or None."""
-        with self.db.cursor() as cur:
-            return results.latest_checkpoint_id(cur, self.db.fast.dialect, thread_id, checkpoint_ns)
+        thread = check.lookup(thread_id)
+        if thread is None or (checkpoint_ns and check.lookup(checkpoint_ns) is None):
+            return None
+        with self._blocking("read the thread's checkpoints"), self.db.cursor() as cur:
+            return results.latest_checkpoint_id(cur, self.db.fast.dialect, thread, checkpoint_ns)
 
     # -- logs and traces (never raise) --------------------------------------------------------
 
@@ -281,7 +308,7 @@ class ResultsPersistenceService(Leased):
             agent_id, execution_id, level, message, source,
             as_utc(timestamp) if timestamp else now(), check.metadata(metadata),
         )
-        return event.to_values(self.event_format(), self.trace_content_limit)
+        return event.to_values(self.event_format(), self.trace_content_limit, self.max_text)
 
     def trace_row(
         self,
@@ -318,23 +345,41 @@ class ResultsPersistenceService(Leased):
 
     def event_format(self) -> events.EventFormat:
         """The form this database's driver takes event rows in (see `TraceEvent.to_values`)."""
-        return events.event_format(self._dialect)
+        return events.event_format(self.dialect)
 
-    def insert_events(self, kind: str, rows: list[Row]) -> int:
+    @recheck_schema
+    def insert_events(self, kind: str, rows: list[Row]) -> Inserted:
         """Store ``"traces"`` or ``"logs"`` rows (made by `trace_row`, `log_row` or
-        ``to_values``) in one statement and return how many; a failure raises `StorageError`.
-        The background writer's path."""
+        ``to_values``), in one statement when the database takes them all.
+
+        A row the database refuses is found by halving the batch, stored apart from the rest
+        and reported in the result (never costing the others); a database that cannot be
+        reached raises `StorageError`.  The background writer's path.
+        """
         if not rows:
-            return 0
+            return Inserted(0, 0, None)
+        try:
+            self._insert(kind, rows)
+            return Inserted(len(rows), 0, None)
+        except _Refused as exc:
+            if len(rows) == 1:
+                return Inserted(0, 1, _first_line(exc.__cause__ or exc))
+        half = len(rows) // 2
+        first, second = self.insert_events(kind, rows[:half]), self.insert_events(kind, rows[half:])
+        return Inserted(first.stored + second.stored, first.refused + second.refused,
+                        first.reason or second.reason)
+
+    def _insert(self, kind: str, rows: list[Row]) -> None:
         try:
             with self.db.write() as conn:
                 events.insert_values(conn, EVENT_TABLES[kind], rows)
-        except StorageError:
+        except PersistenceError:  # StorageError, MissingTableError: not the rows' fault
             raise
         except Exception as exc:
+            if not is_outage(exc):
+                raise _Refused(f"the database refused a {kind} row") from exc
             raise StorageError(f"could not store {len(rows)} {kind} row(s) in {self!r}: "
                                f"{type(exc).__name__}: {_first_line(exc)}") from exc
-        return len(rows)
 
     def get_execution_logs(
         self,
@@ -362,9 +407,12 @@ class ResultsPersistenceService(Leased):
         self, table: Table, execution_id: str, limit: int, cursor: str | None,
         since: dt.datetime | None,
     ) -> Page[Any]:
-        with self.db.read() as conn:
-            return events.list_events(conn, table, execution_id, limit=check.limit(limit),
-                                      cursor=cursor, since=None if since is None else as_utc(since))
+        size, key = check.limit(limit), check.lookup(execution_id)
+        if key is None:
+            return Page([])
+        with self._blocking(f"read the {table.name}"), self.db.read() as conn:
+            return events.list_events(conn, table, key, limit=size, cursor=cursor,
+                                      since=None if since is None else as_utc(since))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
@@ -387,7 +435,7 @@ class ResultsPersistenceService(Leased):
             "id": uuid7(),
             "agent_id": check.key("agent_id", agent_id),
             "thread_id": check.key("thread_id", thread_id),
-            "checkpoint_ns": clean_text(checkpoint_ns),
+            "checkpoint_ns": check.namespace(checkpoint_ns),
             "checkpoint_id": check.key("checkpoint_id", checkpoint_id),
             "parent_checkpoint_id": check.key(
                 "parent_checkpoint_id", parent_checkpoint_id, required=False
@@ -417,8 +465,11 @@ class ResultsPersistenceService(Leased):
 
         With ``agent_id``, a checkpoint of another agent raises `OwnershipError`.
         """
-        with self.db.read() as conn:
-            rows = checkpoints.find_state_rows(conn, checkpoint_id, thread_id=thread_id)
+        key, thread = check.lookup(checkpoint_id), check.lookup(thread_id)
+        if key is None or (thread_id is not None and thread is None):
+            return None
+        with self._blocking("read the checkpoint"), self.db.read() as conn:
+            rows = checkpoints.find_state_rows(conn, key, thread_id=thread)
             if not rows:
                 return None
             row = rows[0]
@@ -504,12 +555,15 @@ class ResultsPersistenceService(Leased):
 
     def _save_rows(self, kind: str, rows: list[Row]) -> int:
         try:
-            return self.insert_events(kind, rows)
+            done = self.insert_events(kind, rows)
         except Exception as exc:
             self._drop(kind, len(rows), exc)
             return 0
+        if done.refused:
+            self._drop(kind, done.refused, done.reason or "refused by the database")
+        return done.stored
 
-    def _drop(self, kind: str, count: int, exc: BaseException) -> None:
+    def _drop(self, kind: str, count: int, exc: BaseException | str) -> None:
         self.dropped[kind] += count
         logger.warning(
             "langchain-persist dropped %d %s row(s) (%d so far): %s",
@@ -521,16 +575,23 @@ class ResultsPersistenceService(Leased):
 
     @contextmanager
     def _blocking(self, action: str) -> Iterator[None]:
-        """Turn a database failure of a blocking write into a `StorageError` naming the fix."""
+        """Turn a database failure into a `StorageError` naming the fix."""
         try:
             yield
         except (SQLAlchemyError, StorageError) as exc:
             cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+            driver = getattr(cause, "orig", None) or cause
             where = make_url(self.url).render_as_string()
+            if is_outage(cause):
+                raise StorageError(
+                    f"cannot reach {where}: {_first_line(driver)} (could not {action}; is the "
+                    "server running and the URL right? pass --url or set "
+                    "LANGCHAIN_PERSIST_DATABASE_URL)"
+                ) from cause
             raise StorageError(
-                f"could not {action} in {where}: {type(cause).__name__}: "
-                f"{_first_line(cause)} (is the database up and its "
-                "schema current? try `langchain-persist db check`)"
+                f"could not {action} in {where}: {type(driver).__name__}: "
+                f"{_first_line(driver)} (is its schema current? try `langchain-persist db "
+                "check`)"
             ) from cause
 
     asave_result = async_twin(save_result)
@@ -555,6 +616,19 @@ class ResultsPersistenceService(Leased):
     acount_old_traces = async_twin(count_old_traces)
     amark_stale_results = async_twin(mark_stale_results)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)
+    aping = async_twin(ping)
+
+
+class Inserted(NamedTuple):
+    """What `insert_events` did: rows stored, rows the database refused, and why."""
+
+    stored: int
+    refused: int
+    reason: str | None
+
+
+class _Refused(Exception):
+    """The database is there but refused a row (a constraint, a value it cannot hold)."""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,10 +8,13 @@ row shared by every run of an execution).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._db.sql.events import EventFormat
 from .._records import AgentResult
+
+if TYPE_CHECKING:
+    from .service import Inserted
 
 
 class ResultStore(Protocol):
@@ -34,11 +37,13 @@ class EventStore(Protocol):
     """Stores trace and log rows built by `TraceEvent.to_values` / `LogEvent.to_values`."""
 
     trace_content_limit: int
+    max_text: int
 
     def event_format(self) -> EventFormat:
         """The driver's form of the database's event rows."""
         ...
 
-    def insert_events(self, kind: str, rows: list[tuple[Any, ...]]) -> int:
-        """Store ``"traces"`` or ``"logs"`` rows in one statement; raise `StorageError`."""
+    def insert_events(self, kind: str, rows: list[tuple[Any, ...]]) -> Inserted:
+        """Store ``"traces"`` or ``"logs"`` rows: what was stored and what the database
+        refused, row by row; raise `StorageError` when it cannot be reached."""
         ...

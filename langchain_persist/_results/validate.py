@@ -13,10 +13,18 @@ from typing import Any
 from .._db.schema import LOG_LEVELS, RESULT_STATUSES
 from .._db.sql.paging import as_utc
 from .._errors import ValidationError
-from .._sanitize import clean_text, jsonable
+from .._sanitize import MAX_ID as MAX_KEY
+from .._sanitize import checked_id as key  # the id checks live in the foundation: the saver
+from .._sanitize import checked_namespace as namespace  # checks its ids too
+from .._sanitize import jsonable
+from .._sanitize import lookup_id as lookup
+
+__all__ = [
+    "MAX_KEY", "MAX_PAGE", "cutoff", "duration", "key", "level", "limit", "lookup", "metadata",
+    "namespace", "now", "result_id", "status", "trace_type",
+]
 
 MAX_PAGE = 10_000
-MAX_KEY = 255
 LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
 
 Age = dt.datetime | dt.timedelta
@@ -25,21 +33,6 @@ Age = dt.datetime | dt.timedelta
 def now() -> dt.datetime:
     """The current time in UTC."""
     return dt.datetime.now(dt.UTC)
-
-
-def key(field: str, value: Any, *, required: bool = True) -> str | None:
-    """An id-like field: a non-empty string of at most 255 characters."""
-    if type(value) is str and 0 < len(value) <= MAX_KEY and "\x00" not in value and (
-        not value.isspace()
-    ):
-        return value  # the common case, checked at a quarter of the cost
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{field} must be a non-empty string, got {value!r}")
-    if len(value) > MAX_KEY:
-        raise ValidationError(f"{field} is {len(value)} characters long; the limit is {MAX_KEY}")
-    return clean_text(value)
 
 
 def level(value: str) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from .._callbacks.tracker import ExecutionTracker
@@ -19,22 +20,31 @@ from .._errors import (
     NotFoundError,
     OwnershipError,
     PersistenceError,
+    SchemaError,
     SerializationError,
     StorageError,
     ValidationError,
 )
 from .._results.service import ResultsPersistenceService
+from .._sanitize import jsonable
 from ._events import DEFAULT_KEEP_FINISHED, DEFAULT_MAX_EVENTS, EventLogs
 from ._graphs import TaskInput, default_task_input, has_messages, with_saver
-from ._guards import DEFAULT_MAX_BODY_BYTES, TOKEN_VARIABLE, BearerToken, BodyLimit
+from ._guards import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    BearerToken,
+    BodyLimit,
+    load_tokens,
+)
 from ._read_routes import router as read_router
 from ._run_routes import router as run_router
 from ._runs import Runner, ThreadBusy
 from ._state import ServerState
 
+READ_THREADS = 4
 _STATUS = {
     NotFoundError: 404, OwnershipError: 403, ValidationError: 422, SerializationError: 422,
-    StorageError: 503,
+    StorageError: 503, SchemaError: 503,
 }
 
 
@@ -45,10 +55,12 @@ def create_app(
     service: ResultsPersistenceService | None = None,
     serde: Any = None,
     api_token: str | None = None,
+    api_tokens: Mapping[str, Any] | str | None = None,
     recursion_limit: int = 100,
     max_retries: int = 2,
     retry_delay: float = 1.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     max_events: int = DEFAULT_MAX_EVENTS,
     keep_finished: int = DEFAULT_KEEP_FINISHED,
     task_input: TaskInput | None = None,
@@ -67,11 +79,15 @@ def create_app(
             the same database as the checkpoints, with the saver's serializer).
         serde: the serializer of the saver the server makes, e.g. an
             ``EncryptedSerializer`` (a graph's own `PersistSaver` keeps its own).
-        api_token: the bearer token every request must carry; default
-            ``$LANGCHAIN_PERSIST_API_TOKEN``; no token, no check.
+        api_token: a bearer token that may use every agent; default
+            ``$LANGCHAIN_PERSIST_API_TOKEN``.
+        api_tokens: bearer tokens scoped to agents (names or patterns): a mapping, a JSON
+            object or a JSON file's path; default ``$LANGCHAIN_PERSIST_API_TOKENS``.  With no
+            token at all, every request is let in.
         recursion_limit, max_retries: the defaults of a request that names none.
         retry_delay: seconds before a retry (times the retry's number).
         max_body_bytes: the largest request body accepted (413 above).
+        body_timeout: seconds a request body may take to arrive (408 after).
         max_events: the events kept per execution for late and returning followers.
         keep_finished: how many finished executions keep their events in memory.
         task_input: how a task becomes the graph's input (default: a user message when the
@@ -92,8 +108,10 @@ def create_app(
             "the graph's PersistSaver has a serializer of its own, which the server keeps: "
             "leave serde (--serde) out"
         )
-    if service is None:
-        service = ResultsPersistenceService(saver.url, serde=saver.serde)
+    tokens = load_tokens(api_token, api_tokens)
+    if service is None:  # reads on threads of their own, apart from the graph's sync work
+        reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="langchain-persist-read")
+        service = ResultsPersistenceService(saver.url, serde=saver.serde, executor=reads)
     tracker = ExecutionTracker(service, source="agent-server")
     logs = EventLogs(max_events=max_events, keep_finished=keep_finished)
     runner = Runner(compiled, tracker, logs, retry_delay=retry_delay)
@@ -109,6 +127,8 @@ def create_app(
         yield
         await runner.drain(shutdown_timeout)
         await asyncio.to_thread(tracker.close)
+        if service.executor is not None:
+            service.executor.shutdown(wait=False)
 
     app = FastAPI(
         title="langchain-persist agent service",
@@ -120,16 +140,23 @@ def create_app(
     app.include_router(read_router)
     app.add_exception_handler(PersistenceError, _persistence_error)
     app.add_exception_handler(ThreadBusy, _thread_busy)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    token = api_token or os.environ.get(TOKEN_VARIABLE) or None
-    if token:
-        app.add_middleware(BearerToken, token=token)  # added last: it runs first
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
+    if tokens:
+        app.add_middleware(BearerToken, tokens=tokens)  # added last: it runs first
     return app
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with the offending input made storable text: a lone surrogate in a body
+    must not turn the answer into a 500."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": jsonable(list(errors))}, status_code=422)
 
 
 async def _persistence_error(request: Request, exc: Exception) -> JSONResponse:
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return JSONResponse({"detail": jsonable(str(exc))}, status_code=status)
 
 
 async def _thread_busy(request: Request, exc: Exception) -> JSONResponse:

@@ -47,9 +47,10 @@ class EventLog:
 
     def __init__(
         self, execution_id: str, loop: asyncio.AbstractEventLoop,
-        max_events: int = DEFAULT_MAX_EVENTS, on_close: Any = None,
+        max_events: int = DEFAULT_MAX_EVENTS, on_close: Any = None, agent_id: str | None = None,
     ) -> None:
         self.execution_id = execution_id
+        self.agent_id = agent_id
         self._loop = loop
         self._events: deque[Event] = deque(maxlen=max_events)
         self._lock = threading.Lock()
@@ -135,10 +136,10 @@ class EventLogs:
         self._running: dict[str, EventLog] = {}
         self._finished: OrderedDict[str, EventLog] = OrderedDict()
 
-    def open(self, execution_id: str) -> EventLog:
-        """A new log for an execution that starts now (on the event loop)."""
+    def open(self, execution_id: str, agent_id: str | None = None) -> EventLog:
+        """A new log for an execution (of ``agent_id``) that starts now (on the event loop)."""
         log = EventLog(execution_id, asyncio.get_running_loop(), self.max_events,
-                       on_close=self._retire)
+                       on_close=self._retire, agent_id=agent_id)
         self._running[execution_id] = log
         return log
 

@@ -7,13 +7,24 @@ is scoped to that agent: another agent's record is refused with 403.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 
+from .._errors import PersistenceError
 from .._records import AgentResult
 from ._schemas import page_json, record_json
-from ._state import AgentId, ExecutionId, ServerState, owned_checkpoint, server
+from ._state import (
+    AgentId,
+    ExecutionId,
+    ServerState,
+    allow,
+    execution_agent,
+    owned_checkpoint,
+    server,
+)
 
 router = APIRouter(tags=["reads"])
 ResultId = Annotated[str, Path(alias="resultId", min_length=1, max_length=255)]
@@ -22,20 +33,31 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=1000)]
 Status = Annotated[Literal["running", "completed", "failed"] | None, Query()]
 Kind = Literal["logs", "traces"]
+HEALTH_TIMEOUT = 5.0  # seconds the health check waits for the database
 
 
-@router.get("/api/health")
-async def health(request: Request) -> dict[str, Any]:
-    """The server is up: its graph, database and running executions."""
+@router.get("/api/health", responses={503: {"description": "The database is unreachable."}})
+async def health(request: Request) -> JSONResponse:
+    """Whether the server can reach its database (503 while it cannot), its graph and its
+    running executions."""
     s = server(request)
-    return {"status": "ok", "graph": s.graph.name, "database": s.service.db.dialect,
-            "running": s.runner.running}
+    body: dict[str, Any] = {"graph": s.graph.name, "database": s.service.dialect,
+                            "running": s.runner.running}
+    try:
+        await asyncio.wait_for(s.service.aping(), HEALTH_TIMEOUT)
+    except (PersistenceError, TimeoutError) as exc:
+        reason = str(exc) or f"no answer within {HEALTH_TIMEOUT:g} s"
+        return JSONResponse({"status": "unavailable", **body, "databaseReachable": False,
+                             "databaseError": reason}, status_code=503)
+    return JSONResponse({"status": "ok", **body, "databaseReachable": True})
 
 
 @router.get("/api/results/{resultId}")
 async def get_result(result_id: ResultId, request: Request) -> dict[str, Any]:
     """A result by id."""
-    return record_json(await _result(server(request), result_id))
+    result = await _result(server(request), result_id)
+    allow(request, result.agent_id, f"result {result_id!r}")
+    return record_json(result)
 
 
 @router.get("/api/agents/{agentId}/results")
@@ -44,6 +66,7 @@ async def agent_results(
     status: Status = None,
 ) -> dict[str, Any]:
     """The agent's results, newest first, a page at a time."""
+    allow(request, agent_id, f"the results of agent {agent_id!r}")
     page = await server(request).service.aget_agent_results(
         agent_id, limit, status=status, cursor=cursor)
     return page_json(page)
@@ -52,6 +75,7 @@ async def agent_results(
 @router.get("/api/agents/{agentId}/results/{resultId}")
 async def agent_result(agent_id: AgentId, result_id: ResultId, request: Request) -> dict[str, Any]:
     """One of the agent's results (403 if another agent's)."""
+    allow(request, agent_id, f"the results of agent {agent_id!r}")
     result = await _result(server(request), result_id)
     if result.agent_id != agent_id:
         raise HTTPException(403, f"result {result_id!r} belongs to another agent")
@@ -65,6 +89,7 @@ async def execution(execution_id: ExecutionId, request: Request) -> dict[str, An
     page = await s.service.afind_results(execution_id=execution_id, limit=1)
     if not page:
         raise HTTPException(404, f"no execution {execution_id!r}")
+    allow(request, page[0].agent_id, f"execution {execution_id!r}")
     log = s.logs.get(execution_id)
     return {"executionId": execution_id, "result": record_json(page[0]),
             "running": log is not None and not log.finished,
@@ -76,7 +101,9 @@ async def execution_logs(
     execution_id: ExecutionId, request: Request, limit: Limit = 100, cursor: Cursor = None,
 ) -> dict[str, Any]:
     """The execution's log lines, oldest first, a page at a time."""
-    return await _events(server(request), "logs", execution_id, limit, cursor)
+    s = server(request)
+    await execution_agent(request, s, execution_id)
+    return await _events(s, "logs", execution_id, limit, cursor)
 
 
 @router.get("/api/executions/{executionId}/traces")
@@ -84,7 +111,9 @@ async def execution_traces(
     execution_id: ExecutionId, request: Request, limit: Limit = 100, cursor: Cursor = None,
 ) -> dict[str, Any]:
     """The execution's traces (tool_start, tool_end, tool_error, ...), oldest first."""
-    return await _events(server(request), "traces", execution_id, limit, cursor)
+    s = server(request)
+    await execution_agent(request, s, execution_id)
+    return await _events(s, "traces", execution_id, limit, cursor)
 
 
 @router.get("/api/agents/{agentId}/executions/{executionId}/logs")
@@ -94,7 +123,7 @@ async def agent_execution_logs(
 ) -> dict[str, Any]:
     """The log lines of one of the agent's executions (404 unknown, 403 another agent's)."""
     s = server(request)
-    await _own_execution(s, execution_id, agent_id)
+    await _own_execution(request, s, execution_id, agent_id)
     return await _events(s, "logs", execution_id, limit, cursor)
 
 
@@ -105,14 +134,14 @@ async def agent_execution_traces(
 ) -> dict[str, Any]:
     """The traces of one of the agent's executions (404 unknown, 403 another agent's)."""
     s = server(request)
-    await _own_execution(s, execution_id, agent_id)
+    await _own_execution(request, s, execution_id, agent_id)
     return await _events(s, "traces", execution_id, limit, cursor)
 
 
 @router.get("/api/checkpoints/{checkpointId}")
 async def get_checkpoint(checkpoint_id: CheckpointId, request: Request) -> dict[str, Any]:
     """A checkpoint: its agent, thread, parent, metadata and state as JSON."""
-    return record_json(await owned_checkpoint(server(request), checkpoint_id))
+    return record_json(await owned_checkpoint(request, server(request), checkpoint_id))
 
 
 @router.get("/api/agents/{agentId}/checkpoints/{checkpointId}")
@@ -120,7 +149,8 @@ async def agent_checkpoint(
     agent_id: AgentId, checkpoint_id: CheckpointId, request: Request
 ) -> dict[str, Any]:
     """One of the agent's checkpoints (404 unknown, 403 another agent's)."""
-    return record_json(await owned_checkpoint(server(request), checkpoint_id, agent_id))
+    allow(request, agent_id, f"the checkpoints of agent {agent_id!r}")
+    return record_json(await owned_checkpoint(request, server(request), checkpoint_id, agent_id))
 
 
 async def _result(s: ServerState, result_id: str) -> AgentResult:
@@ -130,11 +160,11 @@ async def _result(s: ServerState, result_id: str) -> AgentResult:
     return result
 
 
-async def _own_execution(s: ServerState, execution_id: str, agent_id: str) -> None:
-    page = await s.service.afind_results(execution_id=execution_id, limit=1)
-    if not page:
-        raise HTTPException(404, f"no execution {execution_id!r}")
-    if page[0].agent_id != agent_id:
+async def _own_execution(
+    request: Request, s: ServerState, execution_id: str, agent_id: str
+) -> None:
+    allow(request, agent_id, f"the executions of agent {agent_id!r}")
+    if await execution_agent(request, s, execution_id) != agent_id:
         raise HTTPException(403, f"execution {execution_id!r} belongs to another agent")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -16,11 +17,20 @@ from .._records import CheckpointState
 from ._events import EventLog
 from ._runs import RunPlan
 from ._schemas import ExecuteRequest, ResumeRequest
-from ._state import AgentId, ExecutionId, ServerState, owned_checkpoint, server
+from ._state import (
+    AgentId,
+    ExecutionId,
+    ServerState,
+    allow,
+    execution_agent,
+    owned_checkpoint,
+    server,
+)
 
 router = APIRouter()
 _SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
 PING_SECONDS = 15
+EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
 @router.post("/api/agents/execute", response_class=EventSourceResponse,
@@ -32,9 +42,10 @@ async def execute(body: ExecuteRequest, request: Request) -> EventSourceResponse
     the agent's checkpoints, to start from) is given.
     """
     s = server(request)
+    allow(request, body.agent_id, f"agent {body.agent_id!r}")
     thread_id, checkpoint_id = body.thread_id, None
     if body.checkpoint_id is not None:
-        checkpoint = await _own_checkpoint(s, body.checkpoint_id, body.agent_id)
+        checkpoint = await _own_checkpoint(request, s, body.checkpoint_id, body.agent_id)
         if thread_id is not None and thread_id != checkpoint.thread_id:
             raise HTTPException(422, f"checkpoint {checkpoint.checkpoint_id!r} is on thread "
                                 f"{checkpoint.thread_id!r}, not {thread_id!r}: leave threadId "
@@ -69,7 +80,8 @@ async def resume(agent_id: AgentId, body: ResumeRequest, request: Request) -> Ev
     run continues with ``additionalInstructions`` as a new user message.
     """
     s = server(request)
-    checkpoint = await _own_checkpoint(s, body.checkpoint_id, agent_id)
+    allow(request, agent_id, f"agent {agent_id!r}")
+    checkpoint = await _own_checkpoint(request, s, body.checkpoint_id, agent_id)
     checkpoint_id = await _unless_latest(s, checkpoint)
     config: dict[str, Any] = {"configurable": {"thread_id": checkpoint.thread_id}}
     if checkpoint_id is not None:
@@ -89,6 +101,7 @@ async def resume(agent_id: AgentId, body: ResumeRequest, request: Request) -> Ev
         raise HTTPException(409, f"checkpoint {body.checkpoint_id!r} is waiting at an "
                             f"interrupt ({interrupts[0].value!r}): send its answer as resume")
     if body.has_resume:
+        _storable(s, body.resume)
         run_input: Any = Command(resume=body.resume, update=update)
     elif snapshot.next:  # a run that failed or stopped: its unfinished tasks run again
         run_input = Command(update=update) if update else None
@@ -125,16 +138,18 @@ async def events(
     """
     s = server(request)
     log = s.logs.get(execution_id)
+    if log is not None:
+        allow(request, log.agent_id, f"execution {execution_id!r}")
     if log is None:
-        if await s.service.afind_results(execution_id=execution_id, limit=1):
+        if await execution_agent(request, s, execution_id):
             raise HTTPException(410, f"the events of execution {execution_id!r} are no "
                                 "longer kept by this server (it restarted since, the run was "
                                 "on another server, or the events were evicted): read "
                                 f"/api/executions/{execution_id} and its /logs and /traces")
         raise HTTPException(404, f"no execution {execution_id!r}")
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise HTTPException(422, f"Last-Event-ID {last_event_id!r} is not an id this "
+        if not EVENT_ID.fullmatch(last_event_id.strip()):
+            raise HTTPException(422, f"Last-Event-ID {last_event_id[:40]!r} is not an id this "
                                 "stream sent (a non-negative integer)")
         after = int(last_event_id)
     return _stream(log, after or 0)
@@ -153,13 +168,24 @@ async def _frames(log: EventLog, after: int) -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent(data=event.data, event=event.name, id=str(event.id))
 
 
-async def _own_checkpoint(s: ServerState, checkpoint_id: str, agent_id: str) -> CheckpointState:
+async def _own_checkpoint(
+    request: Request, s: ServerState, checkpoint_id: str, agent_id: str
+) -> CheckpointState:
     """The agent's checkpoint of the top graph: 404 if unknown, 403 if another agent's."""
-    checkpoint = await owned_checkpoint(s, checkpoint_id, agent_id)
+    checkpoint = await owned_checkpoint(request, s, checkpoint_id, agent_id)
     if checkpoint.checkpoint_ns:
         raise HTTPException(422, f"checkpoint {checkpoint_id!r} is a subgraph's "
                             f"({checkpoint.checkpoint_ns!r}): give a checkpoint of the graph")
     return checkpoint
+
+
+def _storable(s: ServerState, value: Any) -> None:
+    """422 for a resume value the checkpoints cannot hold (checked before the run starts)."""
+    try:
+        s.saver.serde.dumps_typed(value)
+    except Exception as exc:
+        raise HTTPException(422, f"resume cannot be stored in a checkpoint: "
+                            f"{type(exc).__name__}: {str(exc)[:200]!r}") from None
 
 
 async def _own_thread(s: ServerState, thread_id: str, agent_id: str) -> None:

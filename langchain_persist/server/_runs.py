@@ -96,7 +96,7 @@ class Runner:
         except BaseException:
             self._busy.pop(plan.thread_id, None)
             raise
-        log = self.logs.open(execution_id)
+        log = self.logs.open(execution_id, plan.agent_id)
         log.publish("start", {
             "executionId": execution_id, "resultId": row.id, "threadId": plan.thread_id,
             "agentId": plan.agent_id, "checkpointId": plan.checkpoint_id,

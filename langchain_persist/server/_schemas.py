@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .._records import Record
-from .._sanitize import jsonable
+from .._sanitize import is_clean, jsonable
 
 MAX_TEXT = 100_000  # characters of a task or of additional instructions
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+def plain_id(value: str) -> str:
+    """An id as given (422 for NUL or a lone surrogate: ids are never rewritten)."""
+    if not is_clean(value):
+        raise ValueError("must be plain text: it contains a NUL character or a lone surrogate")
+    return value
+
+
+Id = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    AfterValidator(plain_id),
+]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 RecursionLimit = Annotated[int, Field(ge=1, le=10_000)]
 MaxRetries = Annotated[int, Field(ge=0, le=10)]
