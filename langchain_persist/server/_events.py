@@ -100,20 +100,44 @@ class EventLog:
             oldest = self._events[0].id if self._events else self._last_id + 1
         return max(0, oldest - after - 1)
 
-    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
-        """The events after id ``after``, then each new one, until the execution ends."""
-        while True:
-            changed = self._changed  # taken before reading, so no wake-up is lost
-            with self._lock:
-                batch = [e for e in self._events if e.id > after] if self._last_id > after else []
-                closed = self._closed
-            for event in batch:
-                yield event
-                after = event.id
-            if closed and not batch:
-                return
-            if not batch:
-                await asyncio.shield(changed)
+    async def follow(
+        self, after: int = 0, stop: Any = None, grace: float = 0.0
+    ) -> AsyncIterator[Event]:
+        """The events after id ``after``, then each new one, until the execution ends; or,
+        once ``stop`` (an event with ``wait()``: the server is shutting down) is set, for
+        ``grace`` seconds more at most."""
+        stopping = None if stop is None else asyncio.ensure_future(stop.wait())
+        deadline = None
+        try:
+            while True:
+                changed = self._changed  # taken before reading, so no wake-up is lost
+                with self._lock:
+                    batch = [e for e in self._events if e.id > after] if self._last_id > after \
+                        else []
+                    closed = self._closed
+                for event in batch:
+                    yield event
+                    after = event.id
+                if closed and not batch:
+                    return
+                if batch:
+                    continue
+                loop = asyncio.get_running_loop()
+                if stopping is not None and stopping.done() and deadline is None:
+                    deadline = loop.time() + grace
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(asyncio.shield(changed))}
+                if stopping is not None and not stopping.done():
+                    waits.add(stopping)
+                timeout = None if deadline is None else deadline - loop.time()
+                if timeout is not None and timeout <= 0:
+                    return
+                _, pending = await asyncio.wait(waits, timeout=timeout,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for waiter in pending - {stopping}:
+                    waiter.cancel()
+        finally:
+            if stopping is not None:
+                stopping.cancel()
 
     def _wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody follows any more

@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from langchain_core.messages import HumanMessage
 from langgraph.types import Command
@@ -14,6 +15,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from .._errors import OwnershipError
 from .._ids import uuid7
 from .._records import CheckpointState
+from .._sanitize import dumps
 from ._events import EventLog
 from ._runs import RunPlan
 from ._schemas import ExecuteRequest, ResumeRequest
@@ -31,6 +33,7 @@ router = APIRouter()
 _SSE_DOC = {"content": {"text/event-stream": {}}, "description": "Server-sent events."}
 PING_SECONDS = 15
 EVENT_ID = re.compile(r"[0-9]{1,18}")
+SHUTDOWN_GRACE = 3.0  # seconds a stream goes on once the server is told to stop (uvicorn: 5)
 
 
 @router.post("/api/agents/execute", response_class=EventSourceResponse,
@@ -160,12 +163,24 @@ def _stream(log: EventLog, after: int = 0) -> EventSourceResponse:
     missed = log.missed(after)
     if missed:
         headers["X-Events-Missed"] = str(missed)
-    return EventSourceResponse(_frames(log, after), headers=headers, ping=PING_SECONDS)
+    stopping = anyio.Event()  # set by sse-starlette when the server shuts down
+    return EventSourceResponse(_frames(log, after, stopping), headers=headers,
+                               ping=PING_SECONDS, shutdown_event=stopping,
+                               shutdown_grace_period=SHUTDOWN_GRACE + 0.5)
 
 
-async def _frames(log: EventLog, after: int) -> AsyncIterator[ServerSentEvent]:
-    async for event in log.follow(after):
+async def _frames(
+    log: EventLog, after: int, stopping: anyio.Event
+) -> AsyncIterator[ServerSentEvent]:
+    async for event in log.follow(after, stop=stopping, grace=SHUTDOWN_GRACE):
         yield ServerSentEvent(data=event.data, event=event.name, id=str(event.id))
+    if stopping.is_set() and not log.finished:  # the server stops before the run ends
+        yield ServerSentEvent(event="error", data=dumps({
+            "executionId": log.execution_id, "serverStopping": True,
+            "message": "the server is shutting down: this stream ends here; the run is given "
+            "until the server stops to finish, else it is marked failed and can be resumed "
+            f"from its checkpoint; read GET /api/executions/{log.execution_id} later",
+        }))
 
 
 async def _own_checkpoint(

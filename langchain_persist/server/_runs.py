@@ -5,20 +5,29 @@ failure, up to ``max_retries`` retries that each resume the graph from the threa
 checkpoint (input ``None``: the steps that finished are not run again).  The run is a task of
 its own, so it goes on and is persisted when the client that started it disconnects; the
 execute and resume responses are only followers of its `EventLog`.
+
+A database outage is not the run's failure: the run waits for the database (up to
+``outage_timeout`` seconds, said on the stream as a ``warning``) and then resumes from its last
+checkpoint, which every acknowledged step reached.  The end of an execution whose result row
+cannot be written is written in the background once the database is back (for up to
+``end_retry_timeout`` seconds), so that no row stays ``running`` after its run is over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from langgraph.errors import GraphRecursionError
 from langgraph.pregel import Pregel
 
 from .._callbacks.outputs import final_output
 from .._callbacks.tracker import ExecutionTracker
+from .._db.engine import is_outage
 from .._errors import PersistenceError
 from .._ids import uuid7
 from .._records import AgentResult
@@ -27,6 +36,10 @@ from ._events import EventLog, EventLogs
 from ._stream import RunEvents, interrupts_of, token_of
 
 logger = logging.getLogger("langchain_persist")
+
+T = TypeVar("T")
+OUTAGE_TIMEOUT = 60.0  # seconds a run waits for its database to come back
+END_RETRY_TIMEOUT = 900.0  # seconds the end of an execution is retried in the background
 
 
 class ThreadBusy(Exception):
@@ -61,13 +74,16 @@ class Runner:
 
     def __init__(
         self, graph: Pregel, tracker: ExecutionTracker, logs: EventLogs, *,
-        retry_delay: float = 1.0,
+        retry_delay: float = 1.0, outage_timeout: float = OUTAGE_TIMEOUT,
+        end_retry_timeout: float = END_RETRY_TIMEOUT,
     ) -> None:
         self.graph = graph
         self.tracker = tracker
         self.service = tracker.service
         self.logs = logs
         self.retry_delay = retry_delay
+        self.outage_timeout = outage_timeout
+        self.end_retry_timeout = end_retry_timeout
         self._busy: dict[str, str] = {}  # thread id -> the execution running it
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -139,7 +155,8 @@ class Runner:
         }
         attempt, run_input = 1, plan.input
         try:
-            before = await self.service.alatest_checkpoint_id(plan.thread_id)
+            before = await self._through_outages(
+                log, lambda: self.service.alatest_checkpoint_id(plan.thread_id))
             while True:
                 events.begin_attempt()
                 try:
@@ -148,6 +165,13 @@ class Runner:
                     await self._failed(plan, row, log, exc, attempt)
                     return
                 except Exception as exc:
+                    if is_outage(exc):  # not the run's failure: wait, then go on from there
+                        if not await self._database_back(log, exc):
+                            await self._failed(plan, row, log, _outage_text(exc, self), attempt)
+                            return
+                        run_input = None
+                        configurable.pop("checkpoint_id", None)
+                        continue
                     if attempt > plan.max_retries:
                         await self._failed(plan, row, log, exc, attempt)
                         return
@@ -166,17 +190,80 @@ class Runner:
                 f"its checkpointId with POST /api/agents/{plan.agent_id}/resume", attempt,
             )
             raise
-        except Exception as exc:  # the database failed us: say so on the stream
+        except Exception as exc:  # the database stayed away, or a bug: say so, store the end
             logger.exception("langchain-persist server: execution %s broke", execution_id)
-            log.publish("error", {
-                "executionId": execution_id, "message": f"{type(exc).__name__}: {exc}",
-                "resultId": row.id, "threadId": plan.thread_id, "checkpointId": None,
-                "attempts": attempt,
-            })
+            await self._failed(plan, row, log, _outage_text(exc, self) if is_outage(exc)
+                               else exc, attempt)
         finally:
             if self._busy.get(plan.thread_id) == execution_id:
                 del self._busy[plan.thread_id]
             log.close()
+
+    async def _database_back(self, log: EventLog, error: BaseException) -> bool:
+        """Wait (up to ``outage_timeout``) until the database answers again; say so."""
+        log.publish("warning", {
+            "executionId": log.execution_id, "kind": "outage",
+            "message": f"the database is unreachable ({_first_line(error)}): the run waits for "
+            f"it, up to {self.outage_timeout:g} s, then resumes from its last checkpoint",
+        })
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + self.outage_timeout, 0.2
+        while loop.time() < deadline:
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 2.0)
+            try:
+                await self.service.aping()
+            except PersistenceError:
+                continue
+            log.publish("warning", {"executionId": log.execution_id, "kind": "recovered",
+                                    "message": "the database is back: the run resumes from its "
+                                    "last checkpoint"})
+            return True
+        return False
+
+    async def _through_outages(self, log: EventLog, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, waited for through outages of up to ``outage_timeout`` each."""
+        while True:
+            try:
+                return await read()
+            except Exception as exc:
+                if not is_outage(exc) or not await self._database_back(log, exc):
+                    raise
+
+    async def _store_end(self, log: EventLog, write: Callable[[], Awaitable[Any]]) -> bool:
+        """Write the end of an execution now; while the database is away, say so on the
+        stream and write it in the background once it is back.  True if written now."""
+        try:
+            await write()
+            return True
+        except PersistenceError as exc:
+            if not is_outage(exc):
+                raise
+            log.publish("warning", {
+                "executionId": log.execution_id, "kind": "outage",
+                "message": f"the database is unreachable ({_first_line(exc)}): the end of "
+                "the run is stored as soon as it is back",
+            })
+        task = asyncio.create_task(self._retry_end(log.execution_id, write))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return False
+
+    async def _retry_end(self, execution_id: str, write: Callable[[], Awaitable[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + self.end_retry_timeout, 0.5
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            try:
+                await write()
+                return
+            except PersistenceError as exc:
+                if not is_outage(exc) or loop.time() > deadline:
+                    logger.error("langchain-persist server: could not store the end of "
+                                 "execution %s: %s (it stays 'running'; mark it with "
+                                 "service.mark_stale_results)", execution_id, exc)
+                    return
 
     async def _run_once(self, run_input: Any, config: dict[str, Any], log: EventLog) -> None:
         """One run of the graph, its model tokens published as ``token`` events."""
@@ -210,20 +297,22 @@ class Runner:
     async def _completed(
         self, plan: RunPlan, row: AgentResult, log: EventLog, attempt: int
     ) -> None:
-        state = await self.graph.aget_state({"configurable": {"thread_id": plan.thread_id}})
+        config = {"configurable": {"thread_id": plan.thread_id}}
+        state = await self._through_outages(log, lambda: self.graph.aget_state(config))
         output = final_output(state.values)
         checkpoint_id = state.config["configurable"].get("checkpoint_id")
         interrupts = interrupts_of(state)
         meta: dict[str, Any] = {"attempts": attempt}
         if interrupts:
             meta.update(interrupted=True, interrupts=interrupts)
-        await self.tracker.complete_execution(
+        stored = await self._store_end(log, lambda: self.tracker.complete_execution(
             log.execution_id, output, checkpoint_id=checkpoint_id, metadata=meta,
-        )
+        ))
         await self.tracker.aflush()  # so that a client reading the traces now sees them all
         data = {
             "executionId": log.execution_id, "output": jsonable(output), "resultId": row.id,
             "threadId": plan.thread_id, "checkpointId": checkpoint_id, "attempts": attempt,
+            "stored": stored,
         }
         if interrupts:
             data["interrupts"] = interrupts
@@ -235,16 +324,26 @@ class Runner:
     ) -> None:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         checkpoint_id = None
-        try:
+        with contextlib.suppress(PersistenceError):  # the row says it: this is a nicety
             checkpoint_id = await self.service.alatest_checkpoint_id(plan.thread_id)
-            await self.tracker.fail_execution(
+        try:
+            stored = await self._store_end(log, lambda: self.tracker.fail_execution(
                 log.execution_id, text, checkpoint_id=checkpoint_id,
                 metadata={"attempts": attempt},
-            )
+            ))
             await self.tracker.aflush()
         except PersistenceError as exc:
-            text = f"{text} (and the failure could not be stored: {exc})"
+            text, stored = f"{text} (and the failure could not be stored: {exc})", False
         log.publish("error", {
             "executionId": log.execution_id, "message": text, "resultId": row.id,
             "threadId": plan.thread_id, "checkpointId": checkpoint_id, "attempts": attempt,
+            "stored": stored,
         })
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
+def _outage_text(error: BaseException, runner: Runner) -> str:
+    return (f"the database was unreachable for more than {runner.outage_timeout:g} s "
+            f"({_first_line(error)}): resume the run from its checkpoint once it is back")
