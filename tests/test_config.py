@@ -49,11 +49,11 @@ def test_sqlite_is_in_wal_mode_with_a_busy_timeout(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
 
 
-def test_pool_survives_dropped_connections(pg_url: str) -> None:
+def test_pool_survives_dropped_connections(pg_url: str, pg_admin_url: str) -> None:
     service = ResultsPersistenceService(pg_url)
     first = service.save_result(agent_id="a")
     name = pg_url.rsplit("/", 1)[1]
-    with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/test", autocommit=True) as admin:
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
             (name,),
