@@ -19,9 +19,9 @@ from rich.text import Text
 
 from .._callbacks.handler import PersistCallbackHandler
 from .._checkpoint.saver import PersistSaver
-from .._db.embedded import throwaway_postgres
+from .._db.embedded import INSTALL_HINT, throwaway_postgres
 from .._db.engine import dispose_database
-from .._errors import PersistenceError
+from .._errors import ConfigurationError, PersistenceError
 from .._ids import uuid7
 from .._results.inspect import Execution, find_execution, thread_checkpoints, was_interrupted
 from .._results.service import ResultsPersistenceService
@@ -102,10 +102,12 @@ def run_postgres_demo(
 
     Needs the ``embedded`` extra (`ConfigurationError` naming it otherwise).
     """
-    import psycopg  # the embedded extra installs the postgres extra
-
     console.print("[dim]Starting a throwaway PostgreSQL server for the demo...[/]")
     with throwaway_postgres() as admin_url:
+        try:
+            import psycopg
+        except ImportError as exc:  # the embedded extra installs it (the postgres extra)
+            raise ConfigurationError(f"the PostgreSQL demo needs psycopg: {INSTALL_HINT}") from exc
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute("CREATE DATABASE demo")
             version = admin.execute("SHOW server_version").fetchone()
