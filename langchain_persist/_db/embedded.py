@@ -183,7 +183,8 @@ def throwaway_postgres(*, timeout: float = 60.0) -> Iterator[str]:
     """Start a private PostgreSQL server for the ``with`` block; yield its admin URL.
 
     The URL is ``postgresql://postgres@127.0.0.1:PORT/postgres`` (trust authentication).
-    Everything is removed at the end. Needs the ``embedded`` extra; raises
+    Everything is removed at the end. Enter and leave it in one thread: on Linux the server
+    quits when the thread that started it ends. Needs the ``embedded`` extra; raises
     `ConfigurationError` saying why when the server cannot start.
     """
     bin_dir = _bin_dir()
