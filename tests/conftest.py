@@ -1,44 +1,52 @@
-"""Fixtures: every database test runs on a real SQLite file and a fresh PostgreSQL database."""
+"""Fixtures: every database test runs on a real SQLite file and a fresh PostgreSQL database.
+
+The PostgreSQL server is chosen once per session by `pg_support.pg_server` (the default URL if
+a server answers there, else a throwaway one; ``LANGCHAIN_PERSIST_TEST_PG`` overrides).
+"""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 
-import psycopg
 import pytest
+from pg_support import VARIABLE, PgUnavailable, create_database, drop_database, pg_server
 
 from langchain_persist import ResultsPersistenceService
 from langchain_persist._db.engine import dispose_database
 
-PG_ADMIN_URL = os.environ.get(
-    "LANGCHAIN_PERSIST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
-)
+_SERVERS: list[str] = []  # the line that says where the PostgreSQL tests ran
 
 
-def _admin() -> psycopg.Connection:
-    try:
-        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:  # fail, never skip: PostgreSQL tests must run
-        raise RuntimeError(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} (set LANGCHAIN_PERSIST_TEST_PG, or "
-            "start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
-        ) from exc
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The admin URL of the session's PostgreSQL server (started here if throwaway)."""
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(pg_server(os.environ.get(VARIABLE)))
+        except PgUnavailable as exc:
+            failure = str(exc)
+        else:
+            failure = None
+        if failure is not None:  # fail, never skip: the PostgreSQL tests must run
+            pytest.fail(failure, pytrace=False)
+        _SERVERS.append(server.description)
+        yield server.admin_url
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for description in _SERVERS:
+        terminalreporter.write_line(f"PostgreSQL tests ran on {description}")
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database, dropped after the test."""
-    name = f"lp_test_{uuid.uuid4().hex[:12]}"
-    with _admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
+    url = create_database(pg_admin_url)
     yield url
     dispose_database(url)
-    with _admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(pg_admin_url, url)
 
 
 @pytest.fixture

@@ -9,17 +9,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get(
-    "LANGCHAIN_PERSIST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
-)
 
 
-def _smoke(script: str, out: Path) -> subprocess.CompletedProcess[str]:
-    """Run a benchmark with --smoke, and check that it exited 0."""
+def _smoke(script: str, out: Path, pg_admin_url: str) -> subprocess.CompletedProcess[str]:
+    """Run a benchmark with --smoke on the tests' PostgreSQL, and check that it exited 0."""
     result = subprocess.run(
         [sys.executable, f"benchmarks/{script}", "--smoke", "--json", str(out)],
         cwd=ROOT,
-        env={**os.environ, "LANGCHAIN_PERSIST_BENCH_PG": PG_ADMIN_URL},
+        env={**os.environ, "LANGCHAIN_PERSIST_BENCH_PG": pg_admin_url},
         capture_output=True,
         text=True,
         timeout=300,
@@ -28,10 +25,10 @@ def _smoke(script: str, out: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_saver_bench_smoke(tmp_path: Path) -> None:
+def test_saver_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
     """``bench_saver.py --smoke`` exits 0 and prints the graph-run table with every peer."""
     out = tmp_path / "saver.json"
-    result = _smoke("bench_saver.py", out)
+    result = _smoke("bench_saver.py", out, pg_admin_url)
 
     graph_table = result.stdout.split("### Graph run")[1].split("###")[0]
     for name, driver in [
@@ -53,10 +50,10 @@ def test_saver_bench_smoke(tmp_path: Path) -> None:
     assert results["graph"]["postgres"]["ms"]["median"] > 0
 
 
-def test_handler_bench_smoke(tmp_path: Path) -> None:
+def test_handler_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
     """``bench_handler.py --smoke`` exits 0 and prints every table with every contender."""
     out = tmp_path / "handler.json"
-    result = _smoke("bench_handler.py", out)
+    result = _smoke("bench_handler.py", out, pg_admin_url)
     agent_table = result.stdout.split("### Agent run")[1].split("###")[0]
     for name in ("no handler", "no-op handler", "empty handler", "PersistCallbackHandler (SQLite)",
                  "PersistCallbackHandler (PostgreSQL)", "naive sync insert (SQLite)",

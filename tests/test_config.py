@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+import threading
 import time
+import weakref
 
 import psycopg
 import pytest
 
 from langchain_persist import ConfigurationError, ResultsPersistenceService
+from langchain_persist._db import engine
 from langchain_persist._db.engine import Database, resolve_url
 
 
@@ -49,11 +54,11 @@ def test_sqlite_is_in_wal_mode_with_a_busy_timeout(sqlite_url: str) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
 
 
-def test_pool_survives_dropped_connections(pg_url: str) -> None:
+def test_pool_survives_dropped_connections(pg_url: str, pg_admin_url: str) -> None:
     service = ResultsPersistenceService(pg_url)
     first = service.save_result(agent_id="a")
     name = pg_url.rsplit("/", 1)[1]
-    with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/test", autocommit=True) as admin:
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
             (name,),
@@ -68,3 +73,40 @@ def test_pool_survives_dropped_connections(pg_url: str) -> None:
             time.sleep(0.05)
     assert service.get_result(first.id) == first
     assert service.save_result(agent_id="a").agent_id == "a"
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_lease_collected_while_another_database_opens_does_not_deadlock(tmp_path) -> None:
+    """A Lease never closed is released by the garbage collector, which may run inside
+    `acquire`, in the same thread, while that holds the registry's lock."""
+    held = engine.acquire(f"sqlite:///{tmp_path / 'a.db'}")
+
+    def open_another() -> None:
+        owner = _Cycle()  # stands for a Lease never closed: garbage for the cyclic collector
+        finalizers.append(weakref.finalize(owner, engine.release, held))  # as Lease does
+        del owner
+
+        def collect_in_init(frame, event, _arg) -> None:  # a collection while Database() runs
+            if event == "call" and frame.f_code is engine.Database.__init__.__code__:
+                sys.setprofile(None)
+                gc.collect()
+
+        sys.setprofile(collect_in_init)
+        try:
+            opened.append(engine.acquire(f"sqlite:///{tmp_path / 'b.db'}"))
+        finally:
+            sys.setprofile(None)
+
+    finalizers: list[weakref.finalize] = []
+    opened: list[Database] = []
+    thread = threading.Thread(target=open_another, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "acquire deadlocked on its own lock"
+    assert not finalizers[0].alive  # the collection ran, and released `held`
+    assert held not in engine.open_databases() and opened[0] in engine.open_databases()
+    engine.release(opened[0])

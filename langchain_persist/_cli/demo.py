@@ -19,7 +19,9 @@ from rich.text import Text
 
 from .._callbacks.handler import PersistCallbackHandler
 from .._checkpoint.saver import PersistSaver
-from .._errors import PersistenceError
+from .._db.embedded import INSTALL_HINT, throwaway_postgres
+from .._db.engine import dispose_database
+from .._errors import ConfigurationError, PersistenceError
 from .._ids import uuid7
 from .._results.inspect import Execution, find_execution, thread_checkpoints, was_interrupted
 from .._results.service import ResultsPersistenceService
@@ -56,12 +58,17 @@ class DemoOutcome:
 
 
 def run_demo(
-    url: str | None, console: Console, *, model: str | None = None, delay: float = 1.0
+    url: str | None,
+    console: Console,
+    *,
+    model: str | None = None,
+    delay: float = 1.0,
+    throwaway: bool = False,
 ) -> DemoOutcome:
     """Run the demo agent on ``url`` (default: ./langchain_persist.db) and show what was stored.
 
     ``model`` is ``provider:name`` for a real model (needs its package and API key); ``delay``
-    scales the tools' simulated latency.
+    scales the tools' simulated latency; ``throwaway`` says the database is gone afterwards.
     """
     chat_model = real_model(model) if model else scripted_model()
     service = ResultsPersistenceService(url)
@@ -83,7 +90,45 @@ def run_demo(
         _show(console, service, saver, outcome)
     finally:
         handler.close()
-    _next_steps(console, url, outcome)
+    if not throwaway:  # commands to look again at the database; a throwaway one is gone
+        _next_steps(console, url, outcome)
+    return outcome
+
+
+def run_postgres_demo(
+    console: Console, *, model: str | None = None, delay: float = 1.0
+) -> DemoOutcome:
+    """Run the demo on a throwaway PostgreSQL server, started for it and removed after it.
+
+    Needs the ``embedded`` extra (`ConfigurationError` naming it otherwise).
+    """
+    console.print("[dim]Starting a throwaway PostgreSQL server for the demo...[/]")
+    with throwaway_postgres() as admin_url:
+        try:
+            import psycopg
+        except ImportError as exc:  # the embedded extra installs it (the postgres extra)
+            raise ConfigurationError(f"the PostgreSQL demo needs psycopg: {INSTALL_HINT}") from exc
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE demo")
+            version = admin.execute("SHOW server_version").fetchone()
+        url = f"{admin_url.rsplit('/', 1)[0]}/demo"
+        console.print(
+            f"PostgreSQL {escape(str(version[0] if version else '?'))} is running at "
+            f"[bold]{escape(url)}[/], in a temporary directory; it is stopped and removed when "
+            "the demo ends.\n"
+        )
+        try:
+            outcome = run_demo(url, console, model=model, delay=delay, throwaway=True)
+        finally:
+            dispose_database(url)  # close the pools before the server goes
+    console.print()
+    console.rule("[bold]The end")
+    console.print(
+        "The throwaway PostgreSQL server is stopped and its directory removed, with what it "
+        "stored. To keep it, run the demo on your own server: [bold cyan]langchain-persist "
+        "demo --url postgresql://user@host:5432/dbname[/] (the database must exist; the tables "
+        "need not)."
+    )
     return outcome
 
 

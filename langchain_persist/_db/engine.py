@@ -409,6 +409,6 @@ def open_databases() -> list[Database]:
 
 def _after_fork() -> None:
     global _open_lock
-    _open_lock = threading.Lock()
+    _open_lock = threading.RLock()
     for db in _open.values():
         db._after_fork()
