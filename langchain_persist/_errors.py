@@ -1,13 +1,18 @@
 """The exceptions langchain-persist raises, all under one base class.
 
     PersistenceError
-    ├── ConfigurationError      bad database URL, missing driver
-    ├── SchemaError             the database schema is older (or newer) than the code
-    ├── ValidationError         bad input: unknown status, empty agent_id, illegal status move
+    ├── ConfigurationError      bad database URL, missing driver or extra
+    ├── SchemaError             the database schema is older (or newer) than the code, or a
+    │                           table is missing (a database recreated under the same URL)
+    ├── ValidationError         bad input: unknown status, an id with NUL, illegal status move
     ├── NotFoundError           an id that does not exist (also a KeyError)
     ├── OwnershipError          a checkpoint or result that belongs to another agent
-    ├── SerializationError      a value that cannot be stored (names the channel and type)
-    └── StorageError            the database refused or failed a blocking write
+    ├── SerializationError      a value that cannot be stored (names the channel and type), or
+    │                           a checkpoint the reader's serializer cannot decode
+    └── StorageError            the database cannot be reached, or refused a blocking write
+
+Everything the public API raises on bad input or a storage failure is one of these, with a
+message that names the fix; writes of logs and traces never raise (they count what they drop).
 """
 
 from __future__ import annotations

@@ -59,12 +59,12 @@ def checked_id(field: str, value: Any, *, required: bool = True) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{field} must be a non-empty string, got {_shown(value)}")
+        raise ValidationError(f"{field} must be a non-empty string, got {shown(value)}")
     if len(value) > MAX_ID:
         raise ValidationError(f"{field} is {len(value)} characters long; the limit is {MAX_ID}")
     if not is_clean(value):
         raise ValidationError(
-            f"{field} {_shown(value)} contains a NUL character or a lone surrogate: ids are "
+            f"{field} {shown(value)} contains a NUL character or a lone surrogate: ids are "
             "stored as given, so they must be plain text"
         )
     return str.__str__(value)
@@ -96,8 +96,8 @@ def lookup_id(value: Any) -> str | None:
     return None
 
 
-def _shown(value: Any) -> str:
-    """A value for an error message: cleaned, and cut when long."""
+def shown(value: Any) -> str:
+    """A value for an error message: its ``repr``, cleaned and cut when long; never raises."""
     try:
         text = repr(clean_text(value) if isinstance(value, str) else value)
     except Exception:

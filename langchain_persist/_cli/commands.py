@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .._db.engine import Database, resolve_url
 from .._db.migrate import check, current_revision, head_revision, upgrade
 from .._db.schema import RESULT_STATUSES
+from .._results.inspect import is_stale
 from .._results.service import ResultsPersistenceService
 from .support import (
     Json,
@@ -120,7 +121,7 @@ def runs_list(
             agent_id=agent, status=status, thread_id=thread, limit=limit
         )
     if json_:
-        typer.echo(to_json([r.to_dict() for r in page]))
+        typer.echo(to_json([{**r.to_dict(), "stale": is_stale(r)} for r in page]))
         return
     if not page:
         filtered = agent or status or thread

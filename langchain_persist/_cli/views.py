@@ -20,6 +20,7 @@ from .._results.inspect import (
     Span,
     TraceNode,
     duration_ms,
+    is_stale,
     trace_tree,
 )
 from .._sanitize import jsonable
@@ -147,6 +148,9 @@ def _outcome(r: AgentResult, interrupted: bool) -> Text:
         text.append(f"✘ {clip(r.error, 300)}", style="red")
     elif interrupted or r.metadata.get("interrupted"):
         text.append("⏸ stopped at interrupt(): waiting for a human", style="yellow")
+    elif r.status == "running" and is_stale(r):
+        text.append(f"⚠ stale: running, but unchanged since {when_short(r.updated_at)}; its "
+                    "process may have died (mark it with mark_stale_results)", style="red")
     elif r.status == "running":
         text.append(f"… {clip(r.result, 300)}" if r.result else "… running", style="yellow")
     else:

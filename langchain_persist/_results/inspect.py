@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .service import ResultsPersistenceService
 
 READ_PAGE = 1000
+STALE_AFTER = dt.timedelta(minutes=15)  # a running result unchanged this long is flagged
 OVERLAP = dt.timedelta(seconds=5)  # how far back `follow_logs` reads again for late lines
 
 
@@ -108,6 +109,16 @@ def follow_logs(
             elif now - quiet_since >= settle:
                 return
         time.sleep(interval)
+
+
+def is_stale(
+    result: AgentResult, after: dt.timedelta = STALE_AFTER, now: dt.datetime | None = None
+) -> bool:
+    """Whether a result is still ``running`` with no update for ``after``: its process may
+    have died (a kill -9, a lost machine), or its end could not be stored; see
+    `ResultsPersistenceService.mark_stale_results`."""
+    at = now or dt.datetime.now(dt.UTC)
+    return result.status == "running" and at - result.updated_at > after
 
 
 def duration_ms(result: AgentResult) -> float | None:

@@ -32,7 +32,7 @@ from .._errors import (
 )
 from .._ids import uuid7
 from .._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
-from .._sanitize import bounded, jsonable, to_text
+from .._sanitize import bounded, jsonable, shown, to_text
 from . import validate as check
 from .events import DEFAULT_MAX_TEXT, LogEvent, TraceEvent
 from .validate import Age, cutoff, now
@@ -186,7 +186,7 @@ class ResultsPersistenceService(Leased):
                 return updated
             current = key and results.get_result(cur, dialect, key)
             if not current:
-                raise NotFoundError(f"no result with id {result_id!r}")
+                raise NotFoundError(f"no result with id {shown(result_id)}")
             raise ValidationError(
                 f"result {result_id} is {current.status}; it cannot become {status} "
                 "(save a new result for a new run)"
@@ -256,9 +256,10 @@ class ResultsPersistenceService(Leased):
             return results.mark_running_before(conn, when, values, agent_id=agent_id)
 
     def ping(self) -> None:
-        """Reach the database with one round trip; raise `StorageError` naming the fix when
-        it cannot be reached (a health check)."""
-        with self._blocking("reach the database"), self.db.read() as conn:
+        """Reach the database as a writer would (a SQLite file locked by another process does
+        not count as reachable); raise `StorageError` naming the fix when it cannot (a health
+        check)."""
+        with self._blocking("reach the database"), self.db.write() as conn:
             conn.exec_driver_sql("SELECT 1")
 
     def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
@@ -412,7 +413,7 @@ class ResultsPersistenceService(Leased):
             return Page([])
         with self._blocking(f"read the {table.name}"), self.db.read() as conn:
             return events.list_events(conn, table, key, limit=size, cursor=cursor,
-                                      since=None if since is None else as_utc(since))
+                                      since=check.moment("since", since))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
@@ -448,8 +449,8 @@ class ResultsPersistenceService(Leased):
             owner = checkpoints.owner_of(conn, thread_id, checkpoint_ns, checkpoint_id)
             if owner is not None and owner.agent_id not in (None, agent_id):
                 raise OwnershipError(
-                    f"checkpoint {checkpoint_id!r} belongs to agent {owner.agent_id!r}, "
-                    f"not {agent_id!r}"
+                    f"checkpoint {shown(checkpoint_id)} belongs to agent {owner.agent_id!r}, "
+                    f"not {shown(agent_id)}"
                 )
             checkpoints.upsert_state(conn, values)
         return self.get_checkpoint_state(checkpoint_id, thread_id=thread_id)  # type: ignore[return-value]
@@ -475,8 +476,8 @@ class ResultsPersistenceService(Leased):
             row = rows[0]
             if agent_id is not None and row.agent_id not in (None, agent_id):
                 raise OwnershipError(
-                    f"checkpoint {checkpoint_id!r} belongs to agent {row.agent_id!r}, "
-                    f"not {agent_id!r}"
+                    f"checkpoint {shown(checkpoint_id)} belongs to agent {row.agent_id!r}, "
+                    f"not {shown(agent_id)}"
                 )
             # a LangGraph checkpoint (written by PersistSaver): its channel values as JSON
             state = row.state if row.checkpoint is None else self._checkpoint_values(conn, row)

@@ -16,12 +16,12 @@ from .._errors import ValidationError
 from .._sanitize import MAX_ID as MAX_KEY
 from .._sanitize import checked_id as key  # the id checks live in the foundation: the saver
 from .._sanitize import checked_namespace as namespace  # checks its ids too
-from .._sanitize import jsonable
+from .._sanitize import jsonable, shown
 from .._sanitize import lookup_id as lookup
 
 __all__ = [
     "MAX_KEY", "MAX_PAGE", "cutoff", "duration", "key", "level", "limit", "lookup", "metadata",
-    "namespace", "now", "result_id", "status", "trace_type",
+    "moment", "namespace", "now", "result_id", "status", "trace_type",
 ]
 
 MAX_PAGE = 10_000
@@ -39,14 +39,15 @@ def level(value: str) -> str:
     """A log level, its common aliases (``warning``, ``critical``, ``exception``) mapped."""
     name = LEVEL_ALIASES.get(value, value)
     if name not in LOG_LEVELS:
-        raise ValidationError(f"level must be one of {', '.join(LOG_LEVELS)}; got {value!r}")
+        raise ValidationError(f"level must be one of {', '.join(LOG_LEVELS)}; got {shown(value)}")
     return name
 
 
 def status(value: str) -> str:
     """A result status."""
     if value not in RESULT_STATUSES:
-        raise ValidationError(f"status must be one of {', '.join(RESULT_STATUSES)}; got {value!r}")
+        raise ValidationError(
+            f"status must be one of {', '.join(RESULT_STATUSES)}; got {shown(value)}")
     return value
 
 
@@ -70,14 +71,14 @@ def metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
 def limit(value: int) -> int:
     """A page size."""
     if not isinstance(value, int) or not 1 <= value <= MAX_PAGE:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}, got {value!r}")
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_PAGE}, got {shown(value)}")
     return value
 
 
 def trace_type(value: Any) -> str:
     """A trace type: a short name such as ``tool_start``."""
     if not isinstance(value, str) or not 0 < len(value) <= 32:
-        raise ValidationError(f"type must be a name such as 'tool_start', got {value!r}")
+        raise ValidationError(f"type must be a name such as 'tool_start', got {shown(value)}")
     return value
 
 
@@ -86,8 +87,17 @@ def duration(value: Any) -> float | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or value < 0:
-        raise ValidationError(f"duration must be a non-negative number of ms, got {value!r}")
+        raise ValidationError(f"duration must be a non-negative number of ms, got {shown(value)}")
     return float(value)
+
+
+def moment(field: str, value: Any) -> dt.datetime | None:
+    """A moment (None, or a datetime; a naive one is taken as UTC) in UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(f"{field} must be a datetime, got {shown(value)}")
+    return as_utc(value)
 
 
 def cutoff(older_than: Age) -> dt.datetime:

@@ -14,7 +14,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .._records import Record
+from .._records import AgentResult, Record
+from .._results.inspect import is_stale
 from .._sanitize import is_clean, jsonable
 
 MAX_TEXT = 100_000  # characters of a task or of additional instructions
@@ -84,8 +85,12 @@ class ResumeRequest(_Body):
 
 
 def record_json(record: Record) -> dict[str, Any]:
-    """A stored record as JSON with camelCase keys (datetimes as ISO 8601)."""
-    return {to_camel(key): jsonable(value) for key, value in record.to_dict().items()}
+    """A stored record as JSON with camelCase keys (datetimes as ISO 8601); a result also says
+    whether it is ``stale`` (running, but unchanged for long: see `is_stale`)."""
+    data = {to_camel(key): jsonable(value) for key, value in record.to_dict().items()}
+    if isinstance(record, AgentResult):
+        data["stale"] = is_stale(record)
+    return data
 
 
 def page_json(page: Any) -> dict[str, Any]:

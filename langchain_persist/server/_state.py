@@ -49,9 +49,8 @@ def allow(request: Request, agent_id: str | None, what: str) -> None:
     """403 unless the request's token may use ``agent_id`` (None: a record of no agent, which
     only a token allowed everything may use)."""
     scope: Scope = getattr(request.state, "scope", EVERYTHING)
-    if not scope.allows(agent_id):
-        owner = "no agent" if agent_id is None else f"agent {agent_id!r}"
-        raise HTTPException(403, f"this token may not use {what}: it belongs to {owner}")
+    if not scope.allows(agent_id):  # (the owner is not named: another tenant's business)
+        raise HTTPException(403, f"this token may not use {what}")
 
 
 async def owned_checkpoint(

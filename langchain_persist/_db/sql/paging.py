@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import uuid
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, literal, select, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..._errors import ValidationError
+from ..._sanitize import shown
 
 
 def encode_cursor(at: dt.datetime, id_: str) -> str:
@@ -21,10 +23,10 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     """Undo `encode_cursor`, with a clear error for a cursor that was not ours."""
     try:
         at, id_ = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return as_utc(dt.datetime.fromisoformat(at)), id_
-    except (ValueError, UnicodeError) as exc:
+        return as_utc(dt.datetime.fromisoformat(at)), str(uuid.UUID(id_))
+    except (ValueError, UnicodeError, AttributeError, TypeError) as exc:
         raise ValidationError(
-            f"invalid cursor {cursor!r}: pass the next_cursor of a previous page unchanged"
+            f"invalid cursor {shown(cursor)}: pass the next_cursor of a previous page unchanged"
         ) from exc
 
 

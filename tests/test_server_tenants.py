@@ -1,0 +1,101 @@
+"""Tokens scoped to agents, over every route of the server: 200 within a tenant, 403 across."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import server_graphs
+from saver_graphs import agent_graph
+from server_support import post_events, running_server
+
+from langchain_persist import PersistSaver
+from langchain_persist.server import create_app
+
+TOKENS = {"tok-a": ["agent-a"], "tok-b": ["agent-b*"], "tok-all": ["*"]}
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tenants(db_url):
+    """A served agent with runs of agent-a and agent-b-1, and a checkpoint of no agent."""
+    app = create_app(server_graphs.agent, url=db_url, retry_delay=0, api_tokens=TOKENS,
+                     api_token="single-admin")
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        runs = {}
+        for agent, token in (("agent-a", "tok-a"), ("agent-b-1", "tok-b")):
+            client.headers.update(_auth(token))
+            runs[agent] = post_events(client, "/api/agents/execute",
+                                      {"agentId": agent, "task": f"{agent} :: echo"})[-1].data
+        saver = PersistSaver.from_url(db_url)  # a graph run with no agent in its config
+        agent_graph(1).compile(checkpointer=saver).invoke(
+            {"messages": [("user", "x")]}, {"configurable": {"thread_id": "ownerless"}})
+        ownerless = saver.get_tuple({"configurable": {"thread_id": "ownerless"}}).config[
+            "configurable"]["checkpoint_id"]
+        saver.close()
+        client.headers.pop("Authorization")
+        yield app, client, runs, ownerless
+
+
+def _requests(agent: str, run: dict) -> list[tuple[str, str, dict | None]]:
+    """One request per route, about ``agent``'s run."""
+    e, r, c = run["executionId"], run["resultId"], run["checkpointId"]
+    return [
+        ("POST", "/api/agents/execute", {"agentId": agent, "task": "again"}),
+        ("POST", f"/api/agents/{agent}/resume", {"checkpointId": c,
+                                                 "additionalInstructions": "more"}),
+        ("GET", f"/api/executions/{e}/events", None),
+        ("GET", f"/api/results/{r}", None),
+        ("GET", f"/api/agents/{agent}/results", None),
+        ("GET", f"/api/agents/{agent}/results/{r}", None),
+        ("GET", f"/api/executions/{e}", None),
+        ("GET", f"/api/executions/{e}/logs", None),
+        ("GET", f"/api/executions/{e}/traces", None),
+        ("GET", f"/api/agents/{agent}/executions/{e}/logs", None),
+        ("GET", f"/api/agents/{agent}/executions/{e}/traces", None),
+        ("GET", f"/api/checkpoints/{c}", None),
+        ("GET", f"/api/agents/{agent}/checkpoints/{c}", None),
+    ]
+
+
+def _status(client: httpx.Client, method: str, path: str, body: dict | None, token: str) -> int:
+    with client.stream(method, path, json=body, headers=_auth(token)) as response:
+        response.read()
+        return response.status_code
+
+
+def test_every_route_keeps_tenants_apart(tenants):
+    app, client, runs, _ = tenants
+    routes = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    checked = {(m, p) for m, p in routes if p != "/api/health"}
+    covered = set()
+    for agent, mine, theirs in (("agent-a", "tok-a", "tok-b"), ("agent-b-1", "tok-b", "tok-a")):
+        for method, path, body in _requests(agent, runs[agent]):
+            template = next(p for m, p in checked if m == method and _fits(p, path))
+            covered.add((method, template))
+            assert _status(client, method, path, body, mine) == 200, (mine, path)
+            assert _status(client, method, path, body, theirs) == 403, (theirs, path)
+            assert _status(client, method, path, body, "tok-all") == 200, path
+            assert _status(client, method, path, body, "single-admin") == 200, path
+    assert covered == checked, "a route is not covered by this test: add it to _requests"
+    for token in TOKENS:
+        assert _status(client, "GET", "/api/health", None, token) == 200
+    assert _status(client, "GET", "/api/health", None, "nobody") == 401
+
+
+def test_a_checkpoint_of_no_agent_is_for_tokens_allowed_everything(tenants):
+    _, client, _, ownerless = tenants
+    for path, body in ((f"/api/checkpoints/{ownerless}", None),):
+        assert _status(client, "GET", path, body, "tok-a") == 403
+        assert _status(client, "GET", path, body, "tok-all") == 200
+    resume = {"checkpointId": ownerless, "additionalInstructions": "go on"}
+    assert _status(client, "POST", "/api/agents/agent-a/resume", resume, "tok-a") == 403
+    assert _status(client, "POST", "/api/agents/agent-a/resume", resume, "tok-all") == 200
+
+
+def _fits(template: str, path: str) -> bool:
+    a, b = template.strip("/").split("/"), path.strip("/").split("/")
+    return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b,
+                                                                                strict=True))
