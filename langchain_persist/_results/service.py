@@ -209,8 +209,11 @@ class ResultsPersistenceService:
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
     ) -> Page[AgentResult]:
-        """Results newest first, filtered by any of agent, execution, thread and status."""
+        """Results newest first, filtered by any of agent, execution, thread and status, and
+        by start time: from ``since`` (included) to ``until`` (excluded)."""
         if status is not None:
             check.status(status)
         with self.db.read() as conn:
@@ -222,6 +225,8 @@ class ResultsPersistenceService:
                 status=status,
                 limit=check.limit(limit),
                 cursor=cursor,
+                since=None if since is None else as_utc(since),
+                until=None if until is None else as_utc(until),
             )
 
     def mark_stale_results(
