@@ -88,8 +88,9 @@ def text_of(driver: WebDriver, css: str) -> str:
 def screenshot(driver: WebDriver, directory: Path, name: str) -> Path:
     """A full-page PNG (the window grown to the page's height), also kept for the docs when
     ``$LANGCHAIN_PERSIST_SCREENSHOTS`` names a directory."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(int(height) + 20, 600), 2400))
+    height, chrome = driver.execute_script(
+        "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]")
+    driver.set_window_size(1280, min(max(int(height), 600), 2400) + int(chrome))
     path = directory / f"{name}.png"
     driver.save_screenshot(str(path))
     if SCREENSHOTS:
@@ -148,6 +149,11 @@ def served_demo(url: str, driver: WebDriver, *, delay: float = 1.0,
 
     ``delay`` scales the tools' latency (long enough, a run can be watched while it runs).
     """
-    graph = build_agent(scripted_model(), DemoTools(delay), None)
-    with serving(create_app(graph, url=url, retry_delay=0, **options), driver) as base:
+    with serving(served_demo_app(url, delay=delay, **options), driver) as base:
         yield base
+
+
+def served_demo_app(url: str, *, delay: float = 1.0, **options: Any) -> Any:
+    """The application that serves the demo's agent (and the viewer) on ``url``."""
+    graph = build_agent(scripted_model(), DemoTools(delay), None)
+    return create_app(graph, url=url, retry_delay=0, **options)

@@ -196,9 +196,9 @@ def test_the_token_is_asked_once_and_never_put_in_a_url(db_url, browser, tmp_pat
 
         browser.get(base + "/")  # asked once: the next pages open directly
         assert len(rows(browser)) == 2
-        with httpx.Client(base_url=base) as client:  # the API's rules are unchanged
-            assert client.get("/api/health", cookies={"langchain_persist_token": TOKEN}
-                              ).status_code == 401
+        with httpx.Client(base_url=base, cookies={"langchain_persist_token": TOKEN}) as client:
+            assert client.get("/").status_code == 200  # the cookie opens the pages
+            assert client.get("/api/health").status_code == 401  # the API's rules: unchanged
             assert client.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"}
                               ).status_code == 200
 
