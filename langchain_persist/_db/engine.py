@@ -313,7 +313,9 @@ def _readable(dbapi_conn: Any) -> bool:
 # -- the registry: one Database per URL, counted ----------------------------------------------
 
 _open: dict[str, Database] = {}
-_open_lock = threading.Lock()
+# re-entrant: a Lease's finalizer (release) may run on this thread, from the garbage collector,
+# while acquire holds the lock (opening a Database allocates); a plain lock deadlocks there
+_open_lock = threading.RLock()
 _watching_forks = False
 
 
@@ -361,6 +363,6 @@ def open_databases() -> list[Database]:
 
 def _after_fork() -> None:
     global _open_lock
-    _open_lock = threading.Lock()
+    _open_lock = threading.RLock()
     for db in _open.values():
         db._after_fork()
