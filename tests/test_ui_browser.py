@@ -59,7 +59,6 @@ def test_the_demo_story_from_failure_to_an_answer_given_on_the_page(
         assert len(listed) == 2
         assert "interrupted" in listed[0] and "waiting for a human" in listed[0]
         assert "failed" in listed[1] and "FlightApiTimeout" in listed[1]
-        screenshot(browser, tmp_path, "runs")
 
         # the failed run: its error, and the raised call marked in the waterfall
         browser.find_element(By.CSS_SELECTOR, f'a[href="/runs/{failed}"]').click()
@@ -119,6 +118,9 @@ def test_the_demo_story_from_failure_to_an_answer_given_on_the_page(
         assert "book_flight" in text_of(browser, "li.call.ok")
         screenshot(browser, tmp_path, "run-completed")
         assert browser_errors(browser) == []
+        browser.get(base + "/")
+        assert "completed" in rows(browser)[0] and len(rows(browser)) == 3
+        screenshot(browser, tmp_path, "runs")
 
     service = ResultsPersistenceService(db_url, migrate=False)
     done = service.find_results(execution_id=new)[0]
