@@ -206,6 +206,7 @@ def test_the_token_is_asked_once_and_never_put_in_a_url(db_url, browser, tmp_pat
 
         # the page's script sends the token to the API as the bearer header
         browser.get(f"{base}/threads/{story.thread_id}")
+        browser.find_element(By.CSS_SELECTOR, "form.answer textarea").send_keys('"yes"')
         browser.find_element(By.CSS_SELECTOR, "form.answer button").click()
         wait(browser, lambda d: "/runs/" in d.current_url, "the answered run's page")
         wait(browser, lambda d: "completed" in text_of(d, "h1"), "the run to complete")
