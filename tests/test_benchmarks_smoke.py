@@ -65,3 +65,14 @@ def test_handler_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
     memory = report["Memory"]["rows"]
     assert [row[0] for row in memory] == ["SQLite file", "PostgreSQL"]
     assert all(row[6] == "20,000" for row in memory)  # every event of the smoke run was stored
+
+
+def test_ui_bench_smoke(tmp_path: Path) -> None:
+    """``bench_ui.py --smoke`` exits 0 and times every page on the server and in Chromium."""
+    out = tmp_path / "ui.json"
+    result = _smoke("bench_ui.py", out)
+    assert "| run page, 200 calls |" in result.stdout
+    medians = json.loads(out.read_text())["medians_ms"]
+    assert set(medians) == {"runs page", "runs page, one agent", "run page, 200 calls"}
+    assert all(m["server (Server-Timing)"] > 0 and m["browser: load end"] > 0
+               for m in medians.values())

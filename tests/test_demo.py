@@ -34,6 +34,7 @@ def test_demo_fails_resumes_is_approved_and_completes(db_url: str) -> None:
         "What was stored",
         "step 2 · tools",
         "langchain-persist runs show",
+        "See it all in your browser: langchain-persist ui",  # the closing hint names the viewer
     ):
         assert seen in out, seen
 

@@ -87,8 +87,11 @@ def fuzz_target(db_url):
 def test_hostile_requests_never_get_a_5xx(fuzz_target):
     app, client, done = fuzz_target
     routes = [(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops]
+    routes += [("GET", page) for page in ("/", "/runs/{executionId}", "/threads/{threadId}",
+                                          "/stats")]  # the viewer's pages
     known = {"agentId": "fuzz", "executionId": done["executionId"],
-             "resultId": done["resultId"], "checkpointId": done["checkpointId"]}
+             "resultId": done["resultId"], "checkpointId": done["checkpointId"],
+             "threadId": done["threadId"]}
 
     @settings(max_examples=250, deadline=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
@@ -103,7 +106,9 @@ def test_hostile_requests_never_get_a_5xx(fuzz_target):
             "cursor": st.one_of(hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")
                                                  .decode("latin-1")), header_text),
             "limit": st.one_of(st.integers(-10, 10**30).map(str), header_text),
-            "status": header_text, "lastEventId": header_text,
+            "status": header_text, "lastEventId": header_text, "agent": hostile_text,
+            "thread": hostile_text, "since": header_text, "until": header_text,
+            "checkpoint": hostile_text, "step": header_text, "run": hostile_text,
         }))
         headers = data.draw(st.fixed_dictionaries({}, optional={
             "Last-Event-ID": header_text.map(lambda h: h.strip().encode("latin-1")),
@@ -111,7 +116,8 @@ def test_hostile_requests_never_get_a_5xx(fuzz_target):
                 ["application/json", "text/plain", "application/x-www-form-urlencoded"]),
         }))
         body = data.draw(bodies) if method == "POST" else None
-        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        query = {k: v.encode("utf-8", "surrogatepass") for k, v in params.items()}
+        url = path + ("?" + urllib.parse.urlencode(query) if query else "")
         with client.stream(method, url, content=body, headers=headers,
                            timeout=httpx.Timeout(60)) as response:
             answer = b"".join(response.iter_bytes())  # a stream runs until its run ends

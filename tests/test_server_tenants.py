@@ -99,3 +99,20 @@ def _fits(template: str, path: str) -> bool:
     a, b = template.strip("/").split("/"), path.strip("/").split("/")
     return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b,
                                                                                 strict=True))
+
+
+def test_the_viewer_shows_a_token_only_its_agents(tenants):
+    _, client, runs, ownerless = tenants
+    mine, theirs = runs["agent-a"], runs["agent-b-1"]
+    as_a = {"Cookie": "langchain_persist_token=tok-a"}
+    listing = client.get("/", headers=as_a)
+    assert listing.status_code == 200
+    assert mine["executionId"] in listing.text and theirs["executionId"] not in listing.text
+    assert client.get(f"/runs/{mine['executionId']}", headers=as_a).status_code == 200
+    assert client.get(f"/runs/{theirs['executionId']}", headers=as_a).status_code == 403
+    assert client.get(f"/threads/{theirs['threadId']}", headers=as_a).status_code == 403
+    assert client.get("/threads/ownerless", headers=as_a).status_code == 403
+    assert client.get("/", params={"agent": "agent-b-1"}, headers=as_a).status_code == 403
+    as_all = {"Cookie": "langchain_persist_token=tok-all"}
+    assert client.get("/threads/ownerless", headers=as_all).status_code == 200
+    assert theirs["executionId"] in client.get("/", headers=as_all).text

@@ -381,6 +381,39 @@ def db_check(url: Url = None) -> None:
     console.print(f"{_where(db)} matches schema {head_revision()}.")
 
 
+# -- the viewer ----------------------------------------------------------------------------
+
+
+@app.command()
+def ui(
+    url: Url = None,
+    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
+    serde: Serde = None,
+) -> None:
+    """Open the web viewer on a database, read-only: runs, waterfalls, logs, checkpoints.
+
+    Needs no graph (serve --graph module:attr shows the same pages, with resume, answer and
+    fork).  Needs the server extra (pip install 'langchain-persist\\[server]').  With
+    LANGCHAIN_PERSIST_API_TOKEN set, the pages ask for that token once.
+    """
+    try:
+        import uvicorn
+
+        from ..server import create_ui_app
+    except ImportError as exc:
+        fail(escape(str(exc)))  # the message names 'langchain-persist[server]'
+    with database_errors(url):
+        service = read_service(url, serde)
+        app = create_ui_app(service=service)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    address = f"http://{shown}:{port}/" if port else "the port uvicorn reports below"
+    console.print(f"The langchain-persist viewer: [bold]{address}[/] "
+                  f"(read-only, {escape(where(url))}; Ctrl-C to stop)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning" if port else "info",
+                timeout_graceful_shutdown=5)
+
+
 # -- the agent server ----------------------------------------------------------------------
 
 
@@ -398,6 +431,7 @@ def serve(
 ) -> None:
     """Serve a graph over HTTP: execute and resume runs as SSE, follow them, read the results.
 
+    The viewer is at / (runs, traces, checkpoints; resume, answer and fork from the page).
     Needs the server extra (pip install 'langchain-persist\\[server]').  Set
     LANGCHAIN_PERSIST_API_TOKEN to require a bearer token.  Endpoints: docs/server.md.
     """

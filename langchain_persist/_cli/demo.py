@@ -64,11 +64,14 @@ def run_demo(
     model: str | None = None,
     delay: float = 1.0,
     throwaway: bool = False,
+    approve: bool = True,
 ) -> DemoOutcome:
     """Run the demo agent on ``url`` (default: ./langchain_persist.db) and show what was stored.
 
     ``model`` is ``provider:name`` for a real model (needs its package and API key); ``delay``
-    scales the tools' simulated latency; ``throwaway`` says the database is gone afterwards.
+    scales the tools' simulated latency; ``throwaway`` says the database is gone afterwards;
+    ``approve=False`` leaves the run waiting at its ``interrupt()`` (to answer it later, from
+    the viewer of a served graph, say).
     """
     chat_model = real_model(model) if model else scripted_model()
     service = ResultsPersistenceService(url)
@@ -85,7 +88,7 @@ def run_demo(
     }
     _intro(console, service, outcome, model)
     try:
-        _run(console, agent, config, tools, handler, outcome)
+        _run(console, agent, config, tools, handler, outcome, approve=approve)
         handler.flush()
         _show(console, service, saver, outcome)
     finally:
@@ -161,8 +164,11 @@ def _run(
     tools: DemoTools,
     handler: PersistCallbackHandler,
     outcome: DemoOutcome,
+    *,
+    approve: bool = True,
 ) -> None:
-    """Invoke until the run completes: resume after a failure, approve at an interrupt."""
+    """Invoke until the run completes: resume after a failure, approve at an interrupt
+    (or, with ``approve=False``, stop there)."""
     real = outcome.model is not None
     inputs: Any = {"messages": [("user", TASK)]}
     _say(console, 1, "Run the agent", 'agent.invoke({"messages": [("user", task)]}, config)')
@@ -203,6 +209,8 @@ def _run(
                 "     The run ended here; the question waits in the thread's checkpoint, so any "
                 "process can answer it later."
             )
+            if not approve:
+                return
             _say(console, number + 1, "Approve the booking",
                  f"agent.invoke(Command(resume={APPROVAL!r}), config)")
             outcome.approvals += 1
@@ -283,3 +291,6 @@ def _next_steps(console: Console, url: str | None, outcome: DemoOutcome) -> None
     console.print(grid)
     console.print("[dim]Add --json to any of them for scripts. Re-run the demo any time: each "
                   "run uses a new thread.[/]")
+    console.print(f"\nSee it all in your browser: [bold cyan]langchain-persist ui{where}[/] "
+                  "[dim](the web viewer: runs, the waterfall of each run's calls, every "
+                  "checkpoint's state)[/]")

@@ -68,6 +68,7 @@ agent_results = Table(
     _at("completed_at", nullable=True),
     CheckConstraint(f"status IN {RESULT_STATUSES!r}", name="status"),
     Index(None, "agent_id", "created_at", "id"),
+    Index(None, "created_at", "id"),  # every agent's runs, newest first (the viewer's list)
     Index(None, "execution_id"),
     Index(None, "thread_id"),
     Index(None, "checkpoint_id"),

@@ -268,9 +268,10 @@ class CheckpointSummary:
     created_at: str | None
     values: dict[str, str]
     next: list[str]
-    pending_writes: list[dict[str, str]]
+    pending_writes: list[dict[str, Any]]
     metadata: dict[str, Any]
     state: Any = None
+    interrupts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
@@ -280,13 +281,17 @@ class CheckpointSummary:
 def thread_checkpoints(
     saver: PersistSaver, thread_id: str, *, limit: int | None = None, state: bool = False
 ) -> list[CheckpointSummary]:
-    """A thread's checkpoints, newest first (every namespace); ``state`` keeps the values."""
+    """A thread's checkpoints, newest first (every namespace).
+
+    ``state`` keeps the values, and each pending write's value as JSON (``data``).
+    """
     out = []
     for tup in saver.list({"configurable": {"thread_id": thread_id}}, limit=limit):
         conf = tup.config["configurable"]
         parent = (tup.parent_config or {}).get("configurable", {})
         values = tup.checkpoint.get("channel_values", {})
         meta = dict(tup.metadata or {})
+        writes = [w for w in tup.pending_writes or () if not w[1].startswith("branch:")]
         out.append(
             CheckpointSummary(
                 thread_id=thread_id,
@@ -299,17 +304,30 @@ def thread_checkpoints(
                 values={k: describe(v) for k, v in values.items() if not _internal(k)},
                 next=_next_nodes(values),
                 pending_writes=[
-                    {"task_id": task_id, "channel": channel, "value": describe(value, channel)}
-                    for task_id, channel, value in tup.pending_writes or ()
-                    if not channel.startswith("branch:")
+                    {"task_id": task_id, "channel": channel, "value": describe(value, channel),
+                     **({"data": jsonable(value)} if state else {})}
+                    for task_id, channel, value in writes
                 ],
                 metadata=jsonable(meta),
                 state=jsonable({k: v for k, v in values.items() if not _internal(k)})
                 if state
                 else None,
+                interrupts=_interrupts(writes),
             )
         )
     return out
+
+
+def _interrupts(writes: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+    """The ``interrupt()`` calls pending at a checkpoint: id, value (JSON), task, and whether
+    a resume value was written for its task since (``answered``)."""
+    answered = {task_id for task_id, channel, _ in writes if channel == "__resume__"}
+    return [
+        {"id": getattr(i, "id", None), "value": jsonable(getattr(i, "value", i)),
+         "task_id": task_id, "answered": task_id in answered}
+        for task_id, channel, value in writes if channel == "__interrupt__"
+        for i in _as_list(value)
+    ]
 
 
 def _internal(channel: str) -> bool:

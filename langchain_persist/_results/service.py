@@ -220,8 +220,11 @@ class ResultsPersistenceService(Leased):
         status: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
     ) -> Page[AgentResult]:
-        """Results newest first, filtered by any of agent, execution, thread and status."""
+        """Results newest first, filtered by any of agent, execution, thread and status, and
+        by start time: from ``since`` (included) to ``until`` (excluded)."""
         if status is not None:
             check.status(status)
         size = check.limit(limit)
@@ -230,7 +233,9 @@ class ResultsPersistenceService(Leased):
         if None in found.values():
             return Page([])  # an id no row can have
         with self._blocking("read the results"), self.db.read() as conn:
-            return results.list_results(conn, **found, status=status, limit=size, cursor=cursor)
+            return results.list_results(
+                conn, **found, status=status, limit=size, cursor=cursor,
+                since=check.moment("since", since), until=check.moment("until", until))
 
     def mark_stale_results(
         self,

@@ -1,8 +1,10 @@
 """The agent service: an HTTP server that runs a LangGraph graph with durable results.
 
 ``create_app(graph)`` is a FastAPI application; ``serve("module:attr")`` (the
-``langchain-persist serve`` command) runs it with uvicorn.  Needs the ``server`` extra:
-``pip install 'langchain-persist[server]'``.  The endpoints are listed in ``docs/server.md``.
+``langchain-persist serve`` command) runs it with uvicorn; it serves the viewer at ``/`` too.
+``create_ui_app()`` (``langchain-persist ui``) is the viewer alone: read-only, no graph.
+Needs the ``server`` extra: ``pip install 'langchain-persist[server]'``.  The endpoints are
+listed in ``docs/server.md``.
 """
 
 try:
@@ -18,5 +20,6 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from ._app import create_app
 from ._graphs import load_graph
 from ._serve import serve
+from ._ui_app import create_ui_app
 
-__all__ = ["create_app", "load_graph", "serve"]
+__all__ = ["create_app", "create_ui_app", "load_graph", "serve"]

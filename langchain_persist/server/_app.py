@@ -40,6 +40,7 @@ from ._read_routes import router as read_router
 from ._run_routes import router as run_router
 from ._runs import Runner, ThreadBusy
 from ._state import ServerState
+from ._ui_app import install_ui
 
 READ_THREADS = 4
 _STATUS = {
@@ -65,8 +66,12 @@ def create_app(
     keep_finished: int = DEFAULT_KEEP_FINISHED,
     task_input: TaskInput | None = None,
     shutdown_timeout: float = 30.0,
+    ui: bool = True,
 ) -> FastAPI:
     """The HTTP service for ``graph``: execute and resume with SSE, watch, read what was stored.
+
+    It also serves the viewer at ``/`` (unless ``ui=False``): runs, traces, checkpoints, with
+    resume, answer and fork through the endpoints above.
 
     Args:
         graph: a compiled graph, a `StateGraph`, or a function returning one.  A graph
@@ -144,6 +149,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
     if tokens:
         app.add_middleware(BearerToken, tokens=tokens)  # added last: it runs first
+    if ui:  # after the middleware above: the viewer's token prompt runs before it
+        install_ui(app, service, saver, graph=compiled.name or "graph", tokens=bool(tokens))
     return app
 
 

@@ -45,11 +45,15 @@ def server(request: Request) -> ServerState:
     return request.app.state.persist  # type: ignore[no-any-return]
 
 
+def scope_of(request: Request) -> Scope:
+    """What the request's bearer token may use (everything when the server needs none)."""
+    return getattr(request.state, "scope", EVERYTHING)  # type: ignore[no-any-return]
+
+
 def allow(request: Request, agent_id: str | None, what: str) -> None:
     """403 unless the request's token may use ``agent_id`` (None: a record of no agent, which
     only a token allowed everything may use)."""
-    scope: Scope = getattr(request.state, "scope", EVERYTHING)
-    if not scope.allows(agent_id):  # (the owner is not named: another tenant's business)
+    if not scope_of(request).allows(agent_id):  # (not naming the owner: another tenant's)
         raise HTTPException(403, f"this token may not use {what}")
 
 

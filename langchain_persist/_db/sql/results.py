@@ -105,9 +105,15 @@ def list_results(
     status: str | None = None,
     limit: int,
     cursor: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
 ) -> Page[AgentResult]:
-    """Results newest first, filtered, one page at a time."""
+    """Results newest first, filtered (started in ``[since, until)``), one page at a time."""
     query = select(t).order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit + 1)
+    if since is not None:
+        query = query.where(t.c.created_at >= since)
+    if until is not None:
+        query = query.where(t.c.created_at < until)
     for column, value in (
         (t.c.agent_id, agent_id),
         (t.c.execution_id, execution_id),
