@@ -67,12 +67,23 @@ def test_handler_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
     assert all(row[6] == "20,000" for row in memory)  # every event of the smoke run was stored
 
 
-def test_ui_bench_smoke(tmp_path: Path) -> None:
+def test_ui_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
     """``bench_ui.py --smoke`` exits 0 and times every page on the server and in Chromium."""
     out = tmp_path / "ui.json"
-    result = _smoke("bench_ui.py", out)
+    result = _smoke("bench_ui.py", out, pg_admin_url)
     assert "| run page, 200 calls |" in result.stdout
     medians = json.loads(out.read_text())["medians_ms"]
     assert set(medians) == {"runs page", "runs page, one agent", "run page, 200 calls"}
     assert all(m["server (Server-Timing)"] > 0 and m["browser: load end"] > 0
                for m in medians.values())
+
+
+def test_server_reads_bench_smoke(pg_admin_url: str) -> None:
+    """``bench_server_reads.py --smoke`` exits 0 and reports both routes' latency."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_server_reads.py", "--smoke", "--pg", pg_admin_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    for route in ("| this code | GET results |", "| this code | GET /api/health |"):
+        assert route in result.stdout, result.stdout

@@ -102,7 +102,7 @@ def _fits(template: str, path: str) -> bool:
 
 
 def test_the_viewer_shows_a_token_only_its_agents(tenants):
-    _, client, runs, ownerless = tenants
+    _, client, runs, _ = tenants
     mine, theirs = runs["agent-a"], runs["agent-b-1"]
     as_a = {"Cookie": "langchain_persist_token=tok-a"}
     listing = client.get("/", headers=as_a)

@@ -272,8 +272,12 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first, read a page at a time; filter on metadata, before, limit."""
         conf = (config or {}).get("configurable") or {}
-        thread_id = None if conf.get("thread_id") is None else str(conf["thread_id"])
-        before_id = get_checkpoint_id(before) if before else None
+        thread_id = _optional_id("thread_id", conf.get("thread_id"))
+        ns = conf.get("checkpoint_ns")
+        ns = None if ns is None else checked_namespace(ns)
+        checkpoint_id = _optional_id("checkpoint_id", conf.get("checkpoint_id"))
+        before_id = _optional_id("before", get_checkpoint_id(before) if before else None)
+        filter = jsonable(filter) if filter else None  # as the metadata was stored
         left = limit
         after: tuple[str, str, str] | None = None
         while left is None or left > 0:
@@ -282,8 +286,8 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
                 rows = store.list_checkpoints(
                     conn,
                     thread_id=thread_id,
-                    checkpoint_ns=conf.get("checkpoint_ns"),
-                    checkpoint_id=conf.get("checkpoint_id"),
+                    checkpoint_ns=ns,
+                    checkpoint_id=checkpoint_id,
                     before=before_id,
                     filter=filter,
                     after=after,
@@ -559,6 +563,10 @@ class _Where(NamedTuple):
     def __str__(self) -> str:
         thread = "" if self.thread_id is None else f" of thread {self.thread_id!r}"
         return f"{self.prefix}checkpoint {self.checkpoint_id!r}{thread}"
+
+
+def _optional_id(field: str, value: Any) -> str | None:
+    return None if value is None else checked_id(field, str(value))
 
 
 def _run_id(config: RunnableConfig) -> str | None:

@@ -171,7 +171,11 @@ def thread_page(
     writes and diff from the one before; the runs that touched the thread."""
     started = time.perf_counter()
     s = ui_state(request)
-    summaries = thread_checkpoints(s.saver, thread_id, limit=MAX_CHECKPOINTS + 1, state=True)
+    try:
+        summaries = thread_checkpoints(s.saver, thread_id, limit=MAX_CHECKPOINTS + 1,
+                                       state=True)
+    except ValidationError:  # an id no thread can have
+        return _not_found(request, started, f"thread {thread_id!r}")
     runs = list(s.service.find_results(thread_id=thread_id, limit=MAX_THREAD_RUNS))
     if not summaries and not runs:
         return _not_found(request, started, f"thread {thread_id!r}")
