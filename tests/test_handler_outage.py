@@ -70,7 +70,15 @@ def _dropping_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.levelno == logging.WARNING and "is dropping" in r.getMessage()]
 
 
+def _waiting_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and "they are kept" in r.getMessage()]
+
+
 def test_database_stops_mid_run(db_url, outage, caplog):
+    """The agent finishes; nothing is dropped (the writer spools what it cannot store, says so
+    once), and once the database is back every event and the end of the run are stored, each
+    once."""
     stop, restart = outage
     service = ResultsPersistenceService(db_url)
     service.find_results(limit=1)
@@ -92,24 +100,40 @@ def test_database_stops_mid_run(db_url, outage, caplog):
         out = agent.invoke({"messages": [("user", "go")]}, {"callbacks": [handler], "run_id": run})
         assert out["messages"][-1].content == "answer to go"  # the agent finished
         assert handler.flush(10)
-        dropped = handler.dropped
-        assert dropped["traces"] >= 6  # tool_end of call 2, calls 3-4, and the model's traces
-        assert dropped["result_writes"] == 1  # the end of the run could not be written
-        assert len(_dropping_warnings(caplog)) == 1  # one warning for the whole outage
-        assert any("could not finish the result" in r.getMessage() for r in caplog.records)
+        assert handler.dropped == {"result_writes": 1}  # the end could not be written then...
+        assert handler.writer.backlog > 0  # ...and it waits, with the events, on local disk
+        assert len(_waiting_warnings(caplog)) == 1  # one warning for the whole outage
+        assert any("is on local disk" in r.getMessage() for r in caplog.records)
 
         restart()
-        assert handler.flush(10)  # the end of the run is retried once the database is back
+        handler.writer._retry_at = 0  # (no need to wait out the backoff here)
+        assert handler.flush(10)
     (result,) = service.find_results(execution_id=str(run))
     assert result.status == "completed" and result.result == "answer to go"
     assert result.metadata["tool_calls"] == 4
     traces = service.get_execution_traces(str(run))
     assert [t.type for t in traces if t.type.startswith("tool")] == [
-        "tool_start", "tool_end", "tool_start",  # what was stored before the outage
-    ]
-    stored_traces = handler.written["traces"]
-    assert stored_traces == len(traces)
-    assert stored_traces + dropped["traces"] == 4 * 2 + 5  # 4 tool calls, 5 model calls
+        "tool_start", "tool_end"] * 4  # every one, once
+    assert len({t.id for t in traces}) == len(traces) == 4 * 2 + 5  # 4 tool calls, 5 models
+    assert handler.writer.backlog == 0
+    handler.close()
+    service.close()
+
+
+def test_without_a_spool_an_outage_drops_and_counts(db_url, outage, caplog):
+    """``spool=False``: what the database cannot take is dropped, counted, and said once."""
+    stop, restart = outage
+    service = ResultsPersistenceService(db_url)
+    service.find_results(limit=1)
+    handler = PersistCallbackHandler("outage", service=service, flush_interval=0.05, spool=False)
+    agent = create_agent(ScriptedChatModel(plan=[["echo"]] * 2), [echo])
+    stop()
+    with caplog.at_level(logging.WARNING, logger="langchain_persist"):
+        agent.invoke({"messages": [("user", "go")]}, {"callbacks": [handler]})
+        assert handler.flush(10)
+    assert handler.dropped["traces"] == 2 * 2 + 3 and handler.dropped["result_writes"] == 1
+    assert len(_dropping_warnings(caplog)) == 1
+    restart()
     handler.close()
     service.close()
 

@@ -33,8 +33,10 @@ What is recorded:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 import weakref
 from collections import Counter
@@ -47,6 +49,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.errors import GraphBubbleUp, GraphInterrupt, GraphRecursionError
 
 from .._errors import PersistenceError, ValidationError
+from .._ids import uuid7
 from .._results.events import LogEvent, TraceEvent
 from .._results.service import ResultsPersistenceService
 from .._sanitize import checked_id
@@ -65,6 +68,7 @@ from .writer import (
 logger = logging.getLogger("langchain_persist")
 
 PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
+SPOOL_WAIT = 0.05  # seconds the end of a sync run waits, at most, for its events to be spooled
 _RETRY_TAG = "retry:attempt:"
 
 
@@ -79,7 +83,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
         service: a `ResultsPersistenceService` to write through.
         writer: a `BackgroundWriter` to share with other handlers (else one of its own): the
             handler then writes through the writer's service and result store.
-        max_queue, batch_size, flush_interval: the writer's settings.
+        max_queue, batch_size, flush_interval, spool: the writer's settings (``spool``: the
+            directory of its local spool, True for the default, False for none).
         trace_llm: also record ``llm_end`` / ``llm_error`` traces.
         raise_error: write the ``running`` row on the caller's thread when the run starts,
             and raise out of the run when its result row cannot be written (`StorageError`,
@@ -109,13 +114,14 @@ class PersistCallbackHandler(BaseCallbackHandler):
         trace_llm: bool = True,
         raise_error: bool = False,
         source: str = "agent-callback",
+        spool: bool | str | os.PathLike[str] = True,
     ) -> None:
         self.agent_id = checked_id("agent_id", agent_id, required=False)
         if writer is None:
             service = service if service is not None else ResultsPersistenceService(url)
             writer = BackgroundWriter(
                 service, max_queue=max_queue, batch_size=batch_size,
-                flush_interval=flush_interval,
+                flush_interval=flush_interval, spool=spool,
             )
             # a handler dropped without close() still stores what it queued, then its
             # thread ends (without waiting here)
@@ -127,6 +133,9 @@ class PersistCallbackHandler(BaseCallbackHandler):
             )
         self.service = writer.service
         self.results = writer.results
+        # ends of runs go to the spool only when they are plain rows (a tracker's handler
+        # writes through its own ResultStore, which a replay elsewhere would not know)
+        self._spools = writer.spool is not None and writer.results is writer.service
         self.writer = writer
         self.trace_llm = trace_llm
         self.raise_error = raise_error
@@ -537,7 +546,13 @@ class PersistCallbackHandler(BaseCallbackHandler):
     def _finish(
         self, ex: ExecutionState, *, outputs: Any = None, error: BaseException | None = None
     ) -> None:
-        """Complete or fail the execution's result (blocking: one write), then log it."""
+        """Complete or fail the execution's result, then log it.
+
+        In a sync run: one blocking write, while the writer puts the run's events on local
+        disk (both done when ``invoke`` returns).  On an event loop: no database I/O; the end
+        goes to the spool (local disk, durable when ``ainvoke`` returns) and the writer
+        stores it within a flush interval (``await handler.aflush()`` waits for it).
+        """
         row = ex.row
         assert row is not None
         with row.row_lock:  # waits for the writer if it is creating the running row right now
@@ -550,24 +565,47 @@ class PersistCallbackHandler(BaseCallbackHandler):
             fields.update(status="completed", result=final_output(outputs))
         else:
             fields.update(status="failed", error=error_text(error), result=ex.partial)
-        if ex.thread_id:  # a nicety: an outage is reported by the result write below
-            with contextlib.suppress(Exception):
-                fields["checkpoint_id"] = self.results.latest_checkpoint_id(ex.thread_id)
         try:
-            if row.result_id is not None:
-                self.results.update_result(row.result_id, **fields)
-            else:  # a short run: its whole row in one write
-                self.results.save_result(**self._whole_row(ex, fields))
-        except PersistenceError as exc:
-            self._result_failed("finish", ex, exc, fields)
+            if not self.raise_error and _on_event_loop() and self._spool_end(ex, fields):
+                return  # stored by the writer: no database I/O on the event loop
+            spooled = self.writer.spooled() if self._spools else None
+            if ex.thread_id:  # a nicety: an outage is reported by the result write below
+                with contextlib.suppress(Exception):
+                    fields["checkpoint_id"] = self.results.latest_checkpoint_id(ex.thread_id)
+            try:
+                if row.result_id is not None:
+                    self.results.update_result(row.result_id, **fields)
+                else:  # a short run: its whole row in one write
+                    self.results.save_result(**self._whole_row(ex, fields))
+            except PersistenceError as exc:
+                self._result_failed("finish", ex, exc, fields)
+            if spooled is not None:
+                spooled.wait(SPOOL_WAIT)  # the run's events on local disk before it returns
         finally:
             self._finish_log(ex, error, summary)
 
     @staticmethod
     def _whole_row(ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
-        row = {**ex.opening, **fields}
+        """The whole row of a run whose running row was never written (with an id of its
+        own, so that a retried create makes no second row)."""
+        row = {**ex.opening, **fields, "id": uuid7()}
         row["metadata"] = {**ex.opening.get("metadata", {}), **fields.get("metadata", {})}
         return row
+
+    def _spool_end(self, ex: ExecutionState, fields: dict[str, Any]) -> bool:
+        """Hand the end of the run to the writer, on local disk first (False: no spool)."""
+        if not self._spools:
+            return False
+        row = ex.row
+        result_id = row.result_id if row is not None else None
+        create = self._whole_row(ex, fields) if result_id is None else None
+        change = {"result_id": result_id, "fields": fields, "create": create,
+                  "latest_of": ex.thread_id}
+        if not self.writer.spool_end(str(ex.execution_id), change):
+            return False
+        self._put(ResultWrite("final", str(ex.execution_id), fields, None, result_id, create,
+                              ex.thread_id))
+        return True
 
     def _finish_log(self, ex: ExecutionState, error: BaseException | None, summary: Any) -> None:
         if error is None and summary.get("interrupted"):
@@ -584,14 +622,19 @@ class PersistCallbackHandler(BaseCallbackHandler):
         self, action: str, ex: ExecutionState, exc: PersistenceError,
         fields: dict[str, Any] | None = None,
     ) -> None:
-        """Report a result write that failed; retry its end in the background."""
+        """Report a result write that failed; its end goes to the spool (local disk) and is
+        stored by the writer once the database is back, or by the next writer of the spool
+        if this process dies."""
         self.result_errors += 1
+        spooled = fields is not None and self._spool_end(ex, fields)
         logger.error(
             "langchain-persist could not %s the result of execution %s: %s (the agent goes "
-            "on; the end of the run will be retried in the background; pass raise_error=True "
-            "to fail the run instead)", action, ex.execution_id, exc,
+            "on; the end of the run is %s; pass raise_error=True to fail the run instead)",
+            action, ex.execution_id, exc,
+            "on local disk, and stored as soon as the database is back" if spooled
+            else "retried in the background",
         )
-        if fields is not None:
+        if fields is not None and not spooled:
             result_id = ex.row.result_id if ex.row is not None else None
             create = self._whole_row(ex, fields) if result_id is None else None
             self._put(ResultWrite("final", ex.execution_id, fields, None, result_id, create))
@@ -671,3 +714,12 @@ class PersistCallbackHandler(BaseCallbackHandler):
     ) -> None:
         self._put(LogEvent(ex.agent_id, ex.execution_id, level, message, self.source,
                            time.time(), metadata, detail))
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an event loop (a callback of an async run)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

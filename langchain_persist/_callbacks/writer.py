@@ -2,19 +2,22 @@
 
 The caller's thread only puts a small immutable record on a queue (`BackgroundWriter.put`,
 about a microsecond).  A daemon thread turns records into rows, directly in the form the
-database driver takes (`TraceEvent.to_values`: the costly part), and stores them through an
-`EventStore` (the service's `insert_events`), one statement per batch; result rows go through a
-`ResultStore`.  A batch closes when it holds ``batch_size`` records, when ``flush_interval``
-seconds have passed since its first record, or at a flush.
+database driver takes (`TraceEvent.to_values`: the costly part), appends them within a few
+milliseconds to the process's spool file on local disk (see `spool`), and stores them through
+an `EventStore` (the service's `insert_events`), one statement per batch; result rows go
+through a `ResultStore`.  A batch is stored when it holds ``batch_size`` rows, when
+``flush_interval`` seconds have passed since its first row, or at a flush.
 
-Never in the caller's way: a full queue drops the record (counted in `dropped`), a database
-outage drops the batch (counted), and each episode is reported by ONE warning on the
-``langchain_persist`` logger.  Nothing here imports LangChain.
+Never in the caller's way: a full queue drops the record (counted in `dropped`).  While the
+database is away the writer keeps spooling, retries with backoff, and stores the backlog from
+the spool once it is back (each row once); with no spool, an outage drops the batch (counted).
+Each episode is reported by ONE warning on the ``langchain_persist`` logger.  Nothing here
+imports LangChain.
 
-Shutdown (see `shutdown`): `flush` waits until what was queued before it is stored; `close`
-flushes and stops the thread; at exit and on SIGTERM every live writer is flushed.  A process
-killed with SIGKILL loses what was queued but not yet written: at most the last
-``flush_interval`` (plus one write).
+Shutdown (see `shutdown`): `flush` waits until what was queued before it is stored (or spooled,
+while the database is away); `close` flushes and stops the thread; at exit and on SIGTERM every
+live writer is flushed.  A process killed with SIGKILL loses only what the writer had not yet
+spooled: the last few milliseconds; the next writer on the same spool directory stores the rest.
 
 Fork: in the child of an ``os.fork()`` a writer starts afresh on its first record (a new
 thread, an empty queue, zero counters): what the parent had queued is the parent's to store,
@@ -24,19 +27,25 @@ so it is neither stored twice nor counted as lost.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
+
+import orjson
 
 from .._db.schema import agent_traces, execution_logs
 from .._errors import PersistenceError, ValidationError
 from .._results.events import LogEvent, TraceEvent
 from .._results.storage import EventStore, ResultStore
+from .._sanitize import jsonable
 from . import shutdown
 from .shutdown import SHUTDOWN_TIMEOUT
+from .spool import DEFAULT_MAX_BYTES, KINDS, Spool, apply_end, default_directory, replay
 
 logger = logging.getLogger("langchain_persist")
 
@@ -44,6 +53,10 @@ DEFAULT_MAX_QUEUE = 100_000
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_FLUSH_INTERVAL = 0.2
 DEFAULT_MAX_BATCH_BYTES = 1 << 20
+SPOOL_DELAY = 0.002  # seconds the writer lets records gather before it spools them
+MAX_BACKOFF = 10.0  # seconds between two attempts while the database is away
+_CODE = {TraceEvent: b"t", LogEvent: b"l"}
+_KIND = {TraceEvent: "traces", LogEvent: "logs"}
 # Rows serialized between two voluntary releases of the GIL, so that the agent's threads never
 # wait a whole switch interval (5 ms) behind a big batch.
 _YIELD_EVERY = 128
@@ -80,8 +93,9 @@ class ResultWrite(NamedTuple):
       ``status="running"``, so it can never change a finished result); only the newest
       progress of a result in a batch is written;
     - ``"final"``: the end of a run that the caller could not write: an update of
-      ``result_id``, or `save_result` with ``create`` when the row never existed.  It is
-      retried until it succeeds or the writer closes.
+      ``result_id``, or `save_result` with ``create`` when the row never existed (with the
+      newest checkpoint of thread ``latest_of``, looked up then).  It is retried until it
+      succeeds or the writer closes (and it waits in the spool).
     """
 
     kind: str
@@ -90,27 +104,32 @@ class ResultWrite(NamedTuple):
     owner: ResultOwner | None = None
     result_id: str | None = None
     create: Mapping[str, Any] | None = None
+    latest_of: str | None = None  # a thread whose newest checkpoint the row names
 
 
 class _Marker:
-    """A flush (or stop) request travelling through the queue behind what came before it."""
+    """A flush (or stop) request travelling through the queue behind what came before it; a
+    ``spooled`` one is done as soon as what came before is on local disk."""
 
-    __slots__ = ("done", "stop")
+    __slots__ = ("done", "spooled", "stop")
 
-    def __init__(self, *, stop: bool = False) -> None:
+    def __init__(self, *, stop: bool = False, spooled: bool = False) -> None:
         self.done = threading.Event()
         self.stop = stop
+        self.spooled = spooled
 
 
 class BackgroundWriter:
     """Stores trace, log and result-progress records in batches from a daemon thread.
 
     ``service`` stores the events (a `ResultsPersistenceService`, or any `EventStore`);
-    ``results`` writes result rows (default: ``service``).  `put` never blocks and never
-    raises.  `written` and `dropped` count records by kind (``traces``, ``logs``, ``results``);
-    `dropped` also counts ``queue_full`` and ``closed`` (records put when the queue was full or
-    the writer closed) among its kinds.  ``install_signal_handler=False`` (or
-    ``LANGCHAIN_PERSIST_SIGTERM=off``) leaves SIGTERM alone (see `shutdown`).
+    ``results`` writes result rows (default: ``service``).  ``spool``: True for the default
+    spool directory (see `spool.default_directory`), a directory, or False for none;
+    ``spool_bytes`` bounds what waits in it.  `put` never blocks and never raises.  `written`
+    and `dropped` count records by kind (``traces``, ``logs``, ``results``); `dropped` also
+    counts ``queue_full``, ``spool_full`` and ``closed`` among its kinds.
+    ``install_signal_handler=False`` (or ``LANGCHAIN_PERSIST_SIGTERM=off``) leaves SIGTERM
+    alone (see `shutdown`).
     """
 
     def __init__(
@@ -123,9 +142,11 @@ class BackgroundWriter:
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         install_signal_handler: bool = True,
+        spool: bool | str | os.PathLike[str] = True,
+        spool_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         for name, value in (("max_queue", max_queue), ("batch_size", batch_size),
-                            ("max_batch_bytes", max_batch_bytes)):
+                            ("max_batch_bytes", max_batch_bytes), ("spool_bytes", spool_bytes)):
             if not isinstance(value, int) or value < 1:
                 raise ValidationError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(flush_interval, int | float) or flush_interval <= 0:
@@ -138,19 +159,39 @@ class BackgroundWriter:
         self.batch_size = batch_size
         self.flush_interval = float(flush_interval)
         self.max_batch_bytes = max_batch_bytes
+        url = getattr(service, "url", None)
+        if spool is True:
+            self.spool_directory = default_directory(url) if url else None
+        else:
+            self.spool_directory = Path(spool).expanduser() if spool else None
+        self.spool_bytes = spool_bytes
         self._closed = False
         self._start()
         shutdown.register(self, install_signal_handler)
 
     def _start(self) -> None:
-        """A new queue, counters and thread (at creation, and in a forked child)."""
+        """A new queue, counters, spool file and thread (at creation, in a forked child)."""
         self.written: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake = threading.Event()  # a full batch, a flush or close: stop gathering
         self._pending: dict[str, ResultWrite] = {}  # final result writes awaiting a retry
+        self._rows: dict[str, list[tuple[Any, ...]]] = {"traces": [], "logs": []}
+        self._rows_bytes = 0
+        self._rows_since: float | None = None  # when the oldest row not yet stored came
+        self._backlog: int | None = None  # spool offset to store from, the database being away
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._orphans = True  # a dead process's spool may wait in the directory
         self._warned = False
         self._close_lock = threading.Lock()
+        self.spool: Spool | None = None
+        if self.spool_directory is not None:
+            try:
+                self.spool = Spool(self.spool_directory, self.service.url,  # type: ignore[attr-defined]
+                                   self.spool_bytes)
+            except (OSError, PersistenceError) as exc:
+                logger.warning("langchain-persist writes without a spool: %s", exc)
         self._thread: threading.Thread | None = threading.Thread(
             target=self._run, name="langchain-persist-writer", daemon=True
         )
@@ -158,7 +199,9 @@ class BackgroundWriter:
 
     def after_fork(self) -> None:
         """In a forked child (called by `shutdown`): the parent's thread is gone and its queue
-        is the parent's to store; start again on the first record."""
+        and spool file are the parent's to store; start again on the first record."""
+        if self.spool is not None:
+            self.spool.forget_after_fork()
         self._thread = None
 
     def __repr__(self) -> str:
@@ -168,6 +211,11 @@ class BackgroundWriter:
     def queued(self) -> int:
         """How many records wait in the queue (approximate)."""
         return self._queue.qsize()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes spooled and not yet stored (0 with no spool)."""
+        return self.spool.waiting if self.spool is not None else 0
 
     # -- the caller's side ---------------------------------------------------------------------
 
@@ -193,13 +241,33 @@ class BackgroundWriter:
             self._wake.set()
         return True
 
+    def spool_end(self, key: str, change: Mapping[str, Any]) -> bool:
+        """Put the end of a run on local disk now (the caller's thread: it is one line), to be
+        stored by this writer, or replayed by the next one if this process dies; False with
+        no spool."""
+        if self.spool is None:
+            return False
+        self.spool.append_end(key, jsonable(dict(change)))
+        return True
+
+    def spooled(self) -> threading.Event | None:
+        """An event set once every record queued before this call is on local disk (None with
+        no spool): a caller that wants its events to survive a SIGKILL waits on it."""
+        if self.spool is None or self._thread is None or self._closed:
+            return None
+        marker = _Marker(spooled=True)
+        self._queue.put(marker)
+        self._wake.set()
+        return marker.done
+
     def _restart(self) -> None:
         with shutdown.lock():
             if self._thread is None and not self._closed:
                 self._start()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every record queued before this call is stored (or dropped).
+        """Wait until every record queued before this call is stored, or dropped, or, while
+        the database is away, spooled (see `backlog`).
 
         Returns False if ``timeout`` seconds passed first.  Final result writes that failed
         are retried once more.
@@ -219,7 +287,8 @@ class BackgroundWriter:
         """Store what is queued, then stop the thread; later records are dropped (counted).
 
         Returns False if ``timeout`` seconds passed first; the thread then goes on storing,
-        and the at-exit hook still waits for it.
+        and the at-exit hook still waits for it.  What the database did not take stays in the
+        spool, for the next writer of the same directory.
         """
         with self._close_lock:
             if not self._closed:
@@ -240,22 +309,25 @@ class BackgroundWriter:
     # -- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        """Wait for a first record, let a batch gather for ``flush_interval`` (less if it
-        fills up or someone flushes), then take what is there without blocking: one wake-up
-        per batch, not one per event, so the agent's threads are not interrupted per event."""
+        """Take records as they come (letting them gather for a couple of milliseconds), spool
+        them, and store them when a batch is full or old enough, or at a flush."""
         source = self._queue
         while True:
             try:
-                first = source.get(timeout=self.flush_interval if self._pending else None)
+                first = source.get(timeout=self._timeout())
             except queue.Empty:
-                self._retry_results()
+                try:
+                    self._due()
+                except Exception:  # the writer thread must survive anything
+                    logger.exception("langchain-persist writer failed")
+                    self._retry_at = time.monotonic() + MAX_BACKOFF
                 continue
             batch: list[Any] = []
             marker = first if type(first) is _Marker else None
             if marker is None:
                 batch.append(first)
                 if source.qsize() < self.batch_size - 1:
-                    self._wake.wait(self.flush_interval)
+                    self._wake.wait(SPOOL_DELAY)
                 self._wake.clear()
                 while len(batch) < self.batch_size:
                     try:
@@ -267,26 +339,59 @@ class BackgroundWriter:
                         break
                     batch.append(item)
             try:
-                self._write(batch)
-                if marker is not None or self._pending:
+                self._take(batch)
+                if marker is not None and marker.spooled:
+                    marker.done.set()  # on local disk: the caller may go on
+                    marker = None
+                if marker is not None:
+                    self._store(force=True)
                     self._retry_results()
+                else:
+                    self._due()
             except Exception:  # the writer thread must survive anything
                 logger.exception("langchain-persist writer failed on a batch of %d", len(batch))
             if marker is not None:
                 if marker.stop:
                     self._give_up_pending()
+                    if self.spool is not None:
+                        self.spool.close()
                     marker.done.set()
                     return
                 marker.done.set()
 
-    def _write(self, batch: list[Any]) -> None:
-        traces: list[tuple[Any, ...]] = []
-        logs: list[tuple[Any, ...]] = []
+    def _timeout(self) -> float | None:
+        """How long the thread may sleep: until rows get old, or the next retry."""
+        deadlines = []
+        if self._rows_since is not None:
+            deadlines.append(self._rows_since + self.flush_interval)
+        if self._backlog is not None or self._pending or self._orphans:
+            deadlines.append(self._retry_at)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _due(self) -> None:
+        """Store what is due: rows old enough, a backlog, ends of runs, a dead process's spool."""
+        now = time.monotonic()
+        if self._rows_since is not None and now - self._rows_since >= self.flush_interval:
+            self._store()
+        if now >= self._retry_at:
+            if self._backlog is not None:
+                self._store(force=True)
+            if self._pending:
+                self._retry_results()
+            if self._orphans:
+                self._replay_orphans()
+
+    def _take(self, batch: list[Any]) -> None:
+        """Rows of the records, spooled and kept for the next store; result writes applied."""
+        rows: list[tuple[str, tuple[Any, ...]]] = []
+        lines: list[bytes] = []
         opens: list[ResultWrite] = []
         progress: dict[str, ResultWrite] = {}
-        size = 0
-        service = self.service
+        service, spooling = self.service, self.spool is not None
         fmt, limit, max_text = service.event_format(), service.trace_content_limit, service.max_text
+        dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS
         for n, record in enumerate(batch, 1):
             kind = type(record)
             if kind is ResultWrite:
@@ -301,37 +406,121 @@ class BackgroundWriter:
             try:
                 row = (record.to_values(fmt, limit) if kind is TraceEvent
                        else record.to_values(fmt, limit, max_text))
+                if spooling:
+                    lines.append(b'["' + _CODE[kind] + b'",' + dumps(row, option=option)[1:]
+                                 + b"\n")
             except Exception as exc:  # a bad record must not stop the batch
-                self._count_drop("traces" if kind is TraceEvent else "logs", 1, exc)
+                self._count_drop(_KIND[kind], 1, exc)
                 continue
-            if kind is TraceEvent:
-                traces.append(row)
-                size += len(row[_TRACE_CONTENT] or "") + 200
-            else:
-                logs.append(row)
-                size += len(row[_LOG_MESSAGE]) + 200
-            if size >= self.max_batch_bytes:
-                self._store(traces, logs)
-                traces, logs, size = [], [], 0
+            rows.append((_KIND[kind], row))
             if n % _YIELD_EVERY == 0:
                 time.sleep(0)  # let the agent's threads take the GIL
-        self._store(traces, logs)
+        if rows:
+            if spooling and not self.spool.append(lines):  # type: ignore[union-attr]
+                for kind_name, _ in rows:
+                    self.dropped[kind_name] += 1
+                self.dropped["spool_full"] += len(rows)
+                self._warn_once(f"the spool is full ({self.spool_bytes} bytes waiting): the "
+                                "database has been away too long")
+            elif self._backlog is None:  # (in a backlog the rows are read back from the spool)
+                for kind_name, row in rows:
+                    self._rows[kind_name].append(row)
+                    self._rows_bytes += _size(kind_name, row)
+                if self._rows_since is None:
+                    self._rows_since = time.monotonic()
+                if (sum(len(r) for r in self._rows.values()) >= self.batch_size
+                        or self._rows_bytes >= self.max_batch_bytes):
+                    self._store()
         for record in (*opens, *progress.values()):
             self._apply(record)
 
-    def _store(self, traces: list[tuple[Any, ...]], logs: list[tuple[Any, ...]]) -> None:
-        for kind, rows in (("traces", traces), ("logs", logs)):
-            if not rows:
+    def _store(self, *, force: bool = False) -> None:
+        """Store the rows kept (or, after an outage, the spool's backlog); on an outage keep
+        them in the spool for later (or, with no spool, drop them, counted)."""
+        if self._backlog is not None:
+            if force or time.monotonic() >= self._retry_at:
+                self._drain_backlog()
+            return
+        rows, self._rows = self._rows, {"traces": [], "logs": []}
+        self._rows_bytes, self._rows_since = 0, None
+        upto = self.spool.end if self.spool is not None else 0
+        stored = False
+        for kind, batch in rows.items():
+            if not batch:
                 continue
             try:
-                done = self.service.insert_events(kind, rows)
+                done = self.service.insert_events(kind, batch)
             except PersistenceError as exc:  # the database is away (or its tables are)
-                self._count_drop(kind, len(rows), exc)
-                continue
-            self.written[kind] += done.stored
-            if done.refused:  # rows the database would not take: the others are stored
-                self._count_drop(kind, done.refused, f"the database refused them: {done.reason}")
+                if self.spool is None:
+                    self._count_drop(kind, len(batch), exc)
+                    continue
+                self._outage(exc)
+                return
+            self._counted(kind, done)
+            stored = True
+        if self.spool is not None:
+            self.spool.stored(upto)
+        if stored:
             self._recovered()
+
+    def _drain_backlog(self) -> None:
+        """Store the spool's lines from the backlog's start, a batch at a time, each row once."""
+        assert self.spool is not None and self._backlog is not None
+        restore = self.service.event_format().from_spool
+        batch: dict[str, list[tuple[Any, ...]]] = {"traces": [], "logs": []}
+        offset = start = self._backlog
+        try:
+            for offset, line in self.spool.lines_from(start):
+                kind = KINDS.get(line[0]) if isinstance(line, list) and line else None
+                if kind is not None:
+                    batch[kind].append(restore(line[1:]))
+                if sum(len(b) for b in batch.values()) >= self.batch_size:
+                    self._store_again(batch)
+                    self._backlog = offset
+                    self.spool.stored(offset)
+            self._store_again(batch)
+        except PersistenceError as exc:
+            self._outage(exc)
+            return
+        self._backlog, self._backoff = None, 0.0
+        self.spool.stored(max(offset, start))
+        self._recovered()
+
+    def _store_again(self, batch: dict[str, list[tuple[Any, ...]]]) -> None:
+        for kind, rows in batch.items():
+            if rows:
+                self._counted(kind, self.service.insert_events(kind, rows, skip_existing=True))
+                rows.clear()
+
+    def _counted(self, kind: str, done: Any) -> None:
+        self.written[kind] += done.stored
+        if done.refused:  # rows the database would not take: the others are stored
+            self._count_drop(kind, done.refused, f"the database refused them: {done.reason}")
+
+    def _outage(self, exc: BaseException) -> None:
+        """The database is away: keep what is spooled for later, and try again after a while."""
+        if self._backlog is None:
+            self._backlog = self.spool.done if self.spool is not None else 0
+        self._backoff = min(MAX_BACKOFF, max(self.flush_interval, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff
+        self._warn_once(f"the database is away, events wait in the spool ({exc})", spooled=True)
+
+    def _replay_orphans(self) -> None:
+        """Store what dead processes left in the spool directory (once it can be reached)."""
+        if self.spool is None:
+            self._orphans = False
+            return
+        try:
+            done = replay(self.spool.directory, self.service, self.service,  # type: ignore[arg-type]
+                          self.service.url)  # type: ignore[attr-defined]
+        except PersistenceError as exc:
+            self._outage(exc)
+            return
+        self._orphans = False
+        if done.ends or any(done.rows.values()):
+            logger.warning("langchain-persist stored what %d stopped process(es) left in the "
+                           "spool: %s rows, %d ends of runs", done.files, dict(done.rows),
+                           done.ends)
 
     def _apply(self, record: ResultWrite) -> bool:
         """Write one result change; True when it is done (stored, or can never be stored)."""
@@ -346,10 +535,12 @@ class BackgroundWriter:
                 if owner.finished or owner.result_id is None:
                     return True
                 self.results.update_result(owner.result_id, **record.fields)
-            elif record.result_id is not None:
-                self.results.update_result(record.result_id, **record.fields)
-            elif record.create is not None:
-                self.results.save_result(**record.create)
+            else:
+                apply_end(self.results, {"result_id": record.result_id,
+                                         "fields": record.fields, "create": record.create,
+                                         "latest_of": record.latest_of})
+                if self.spool is not None:
+                    self.spool.end_stored(record.key)
         except ValidationError as exc:
             if record.kind == "open":  # an id refused: counted once here, as the end is
                 self._count_drop("results", 1, exc)
@@ -366,13 +557,22 @@ class BackgroundWriter:
             if self._apply(record):
                 self._pending.pop(key, None)
             else:
-                return  # still failing: try again after the next interval
+                self._backoff = min(MAX_BACKOFF, max(self.flush_interval, self._backoff * 2))
+                self._retry_at = time.monotonic() + self._backoff
+                return  # still failing: try again later
         while len(self._pending) > _MAX_PENDING_RESULTS:
             self._pending.pop(next(iter(self._pending)))
             self.dropped["results"] += 1
 
     def _give_up_pending(self) -> None:
-        if self._pending:
+        if self._pending and self.spool is not None:
+            logger.error(
+                "langchain-persist could not store the end of %d result(s) before closing: "
+                "they wait in the spool %s, for the next writer of this database (or "
+                "`langchain-persist spool replay`)", len(self._pending), self.spool.path,
+            )
+            self._pending.clear()
+        elif self._pending:
             self.dropped["results"] += len(self._pending)
             logger.error(
                 "langchain-persist could not store the end of %d result(s) before closing "
@@ -385,13 +585,14 @@ class BackgroundWriter:
         self.dropped[kind] += count
         self._warn_once(f"could not store {kind}: {reason}")
 
-    def _warn_once(self, reason: str) -> None:
+    def _warn_once(self, reason: str, *, spooled: bool = False) -> None:
         if not self._warned:
             self._warned = True
             logger.warning(
-                "langchain-persist is dropping trace/log events: %s. The agent is not "
-                "affected; counts are in handler.dropped. This is reported once until "
-                "writes succeed again.", reason,
+                "langchain-persist %s: %s. The agent is not affected; counts are in "
+                "handler.dropped. This is reported once until writes succeed again.",
+                "cannot store events now (they are kept)" if spooled
+                else "is dropping trace/log events", reason,
             )
 
     def _recovered(self) -> None:
@@ -400,3 +601,9 @@ class BackgroundWriter:
             logger.warning(
                 "langchain-persist stores events again (dropped so far: %s)", dict(self.dropped)
             )
+
+
+def _size(kind: str, row: tuple[Any, ...]) -> int:
+    """About how many bytes a row adds to a batch (its text, and the rest)."""
+    text = row[_TRACE_CONTENT] if kind == "traces" else row[_LOG_MESSAGE]
+    return len(text or "") + 200

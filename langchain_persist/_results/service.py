@@ -119,11 +119,19 @@ class ResultsPersistenceService(Leased):
         metadata: Mapping[str, Any] | None = None,
         status: str = "running",
         error: str | None = None,
+        id: str | None = None,
     ) -> AgentResult:
-        """Create a result record (status ``running`` unless told otherwise) and return it."""
+        """Create a result record (status ``running`` unless told otherwise) and return it.
+
+        ``id`` names the row (a UUID; default: a new time-ordered one): a create retried with
+        the same id returns the row the first attempt stored, and makes no second one.
+        """
         at = now()
+        given = None if id is None else check.result_id(id)
+        if id is not None and given is None:
+            raise ValidationError(f"id must be a UUID, got {shown(id)}")
         values = {
-            "id": uuid7(),
+            "id": given or uuid7(),
             "agent_id": check.key("agent_id", agent_id),
             "execution_id": check.key("execution_id", execution_id, required=False),
             "thread_id": check.key("thread_id", thread_id, required=False),
@@ -138,7 +146,7 @@ class ResultsPersistenceService(Leased):
             "completed_at": at if status != "running" else None,
         }
         with self._blocking("save the result"), self.db.cursor(write=True) as cur:
-            return results.insert_result(cur, self.db.fast.dialect, values)
+            return results.insert_result(cur, self.db.fast.dialect, values, once=id is not None)
 
     def update_result(
         self,
@@ -354,31 +362,37 @@ class ResultsPersistenceService(Leased):
         return events.event_format(self.dialect)
 
     @recheck_schema
-    def insert_events(self, kind: str, rows: list[Row]) -> Inserted:
+    def insert_events(
+        self, kind: str, rows: list[Row], *, skip_existing: bool = False
+    ) -> Inserted:
         """Store ``"traces"`` or ``"logs"`` rows (made by `trace_row`, `log_row` or
         ``to_values``), in one statement when the database takes them all.
 
         A row the database refuses is found by halving the batch, stored apart from the rest
         and reported in the result (never costing the others); a database that cannot be
-        reached raises `StorageError`.  The background writer's path.
+        reached raises `StorageError`.  ``skip_existing`` leaves out rows already stored (a
+        retry, or a replay of the writer's spool, stores each row once).  The background
+        writer's path.
         """
         if not rows:
             return Inserted(0, 0, None)
         try:
-            self._insert(kind, rows)
+            self._insert(kind, rows, skip_existing)
             return Inserted(len(rows), 0, None)
         except _Refused as exc:
             if len(rows) == 1:
                 return Inserted(0, 1, _first_line(exc.__cause__ or exc))
         half = len(rows) // 2
-        first, second = self.insert_events(kind, rows[:half]), self.insert_events(kind, rows[half:])
+        first = self.insert_events(kind, rows[:half], skip_existing=skip_existing)
+        second = self.insert_events(kind, rows[half:], skip_existing=skip_existing)
         return Inserted(first.stored + second.stored, first.refused + second.refused,
                         first.reason or second.reason)
 
-    def _insert(self, kind: str, rows: list[Row]) -> None:
+    def _insert(self, kind: str, rows: list[Row], skip_existing: bool) -> None:
         try:
             with self.db.write() as conn:
-                events.insert_values(conn, EVENT_TABLES[kind], rows)
+                events.insert_values(conn, EVENT_TABLES[kind], rows,
+                                     skip_existing=skip_existing)
         except PersistenceError:  # StorageError, MissingTableError: not the rows' fault
             raise
         except Exception as exc:

@@ -43,7 +43,10 @@ class EventStore(Protocol):
         """The driver's form of the database's event rows."""
         ...
 
-    def insert_events(self, kind: str, rows: list[tuple[Any, ...]]) -> Inserted:
+    def insert_events(
+        self, kind: str, rows: list[tuple[Any, ...]], *, skip_existing: bool = False
+    ) -> Inserted:
         """Store ``"traces"`` or ``"logs"`` rows: what was stored and what the database
-        refused, row by row; raise `StorageError` when it cannot be reached."""
+        refused, row by row (``skip_existing``: leave out rows already stored); raise
+        `StorageError` when it cannot be reached."""
         ...

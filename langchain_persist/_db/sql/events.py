@@ -22,18 +22,32 @@ RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
 }
 
 
-def insert_values(conn: Connection, table: Table, values: Sequence[tuple[Any, ...]]) -> None:
+def insert_values(
+    conn: Connection, table: Table, values: Sequence[Sequence[Any]], *,
+    skip_existing: bool = False,
+) -> None:
     """Append rows given as the driver takes them, in column order (see `EventFormat`), in one
     statement: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite.
 
     Both store exactly what ``conn.execute(insert(table), rows)`` would, at a fraction of its
     per-row cost, which the background writer's sustained ingest needs (tens of thousands of
-    rows per second).
+    rows per second).  ``skip_existing`` leaves out rows already stored (same key): what a
+    replay of the writer's spool needs, at the cost of an ``INSERT`` per row on PostgreSQL.
     """
     if not values:
         return
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in table.c)
+    if skip_existing:
+        if conn.dialect.name == "postgresql":
+            marks = ", ".join("%s" for _ in table.c)
+            sql = (f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) "
+                   "ON CONFLICT DO NOTHING")
+        else:
+            marks = ", ".join("?" for _ in table.c)
+            sql = f"INSERT OR IGNORE INTO {quote(table.name)} ({names}) VALUES ({marks})"
+        conn.exec_driver_sql(sql, [tuple(v) for v in values])
+        return
     if conn.dialect.name == "postgresql":
         raw = conn.connection.dbapi_connection
         with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
@@ -55,6 +69,7 @@ class EventFormat(NamedTuple):
 
     timestamp: Callable[[float | dt.datetime], Any]
     new_id: Callable[[], str]
+    from_spool: Callable[[list[Any]], tuple[Any, ...]]  # a row back from its JSON line
 
 
 def event_format(dialect_name: str) -> EventFormat:
@@ -90,8 +105,13 @@ def _postgres_timestamp(timestamp: float | dt.datetime) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
-_POSTGRES = EventFormat(_postgres_timestamp, uuid7)
-_SQLITE = EventFormat(_sqlite_timestamp, uuid7_hex)
+def _postgres_row(values: list[Any]) -> tuple[Any, ...]:
+    values[1] = dt.datetime.fromisoformat(values[1])  # JSON wrote the timestamp as text
+    return tuple(values)
+
+
+_POSTGRES = EventFormat(_postgres_timestamp, uuid7, _postgres_row)
+_SQLITE = EventFormat(_sqlite_timestamp, uuid7_hex, tuple)
 
 
 def as_record(table: Table, values: Sequence[Any]) -> ExecutionLog | AgentTrace:

@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from ..._records import AgentResult, Page
@@ -26,13 +27,25 @@ def _bind(name: str) -> Any:
 
 
 @prepared
-def _insert_statement(dialect: str) -> Any:
-    return t.insert().values({c.name: _bind(c.name) for c in t.c}).returning(*t.c)
+def _insert_statement(dialect: str, once: bool) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(t).values({c.name: _bind(c.name) for c in t.c})
+    if once:
+        stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.id])
+    return stmt.returning(*t.c)
 
 
-def insert_result(cur: Any, dialect: Dialect, values: dict[str, Any]) -> AgentResult:
-    """Insert one result row and return it."""
-    return AgentResult.from_row(_insert_statement(dialect).fetch(cur, values)[0])
+def insert_result(
+    cur: Any, dialect: Dialect, values: dict[str, Any], *, once: bool = False
+) -> AgentResult:
+    """Insert one result row and return it; with ``once``, a row of the same id already
+    stored is returned as it is (a retried create makes no second row)."""
+    rows = _insert_statement(dialect, once).fetch(cur, values)
+    if rows:
+        return AgentResult.from_row(rows[0])
+    found = get_result(cur, dialect, values["id"])
+    assert found is not None  # the conflict was on this id
+    return found
 
 
 @prepared
