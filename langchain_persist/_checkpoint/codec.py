@@ -10,7 +10,7 @@ bytes only, and names its base.  The check is on bytes, so it holds however the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import zstandard
@@ -117,36 +117,28 @@ def decode(serde: Any, typed: tuple[str, bytes], what: str) -> Any:
         ) from exc
 
 
-def load_value(
-    serde: Any, row: Any, rows: Mapping[tuple[str, str], Any], where: str = "a checkpoint"
-) -> Any:
-    """Deserialize a stored channel value; a tail is joined to its base from ``rows``."""
-    stype, raw = unpack(row.type, row.blob)
-    if row.base_version is not None:
-        base = rows.get((row.channel, row.base_version))
-        if base is None:
+def load_value(serde: Any, row: tuple[Any, ...], where: str = "a checkpoint") -> Any:
+    """Deserialize a stored channel value, ``(channel, version, type, blob, base_version,
+    base_type, base_blob)``: a tail is joined to its base, read with it."""
+    channel, version, type_, blob, base_version, base_type, base_blob = row
+    stype, raw = unpack(type_, blob)
+    if base_version is not None:
+        if base_blob is None:
             raise StorageError(
-                f"channel {row.channel!r} version {row.version} is stored as what was "
-                f"appended to version {row.base_version}, which is gone (deleted by "
-                "another process while this thread ran?); resume from an earlier checkpoint"
+                f"channel {channel!r} version {version} is stored as what was appended to "
+                f"version {base_version}, which is gone (deleted by another process while "
+                "this thread ran?); resume from an earlier checkpoint"
             )
-        raw = join_tail(unpack(base.type, base.blob)[1], raw)
-    return decode(serde, (stype, raw), f"channel {row.channel!r} of {where}")
+        raw = join_tail(unpack(base_type, base_blob)[1], raw)
+    return decode(serde, (stype, raw), f"channel {channel!r} of {where}")
 
 
 def load_values(
-    serde: Any,
-    versions: Mapping[str, str],
-    rows: Mapping[tuple[str, str], Any],
-    where: str = "a checkpoint",
+    serde: Any, rows: Iterable[tuple[Any, ...]], where: str = "a checkpoint"
 ) -> dict[str, Any]:
-    """The channel values a checkpoint's versions name (channels stored empty are left out)."""
-    values = {}
-    for channel, version in versions.items():
-        row = rows.get((channel, version))
-        if row is not None and row.type != EMPTY:
-            values[channel] = load_value(serde, row, rows, where)
-    return values
+    """The channel values of a checkpoint from its value rows (see `load_value`); channels
+    stored empty are left out."""
+    return {row[0]: load_value(serde, row, where) for row in rows if row[2] != EMPTY}
 
 
 def load_serde(spec: str) -> Any:

@@ -10,13 +10,14 @@ use.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from .engine import Database, MissingTableError, acquire, release, resolve_url
+from .engine import Database, MissingTableError, acquire, arelease, release, resolve_url
 from .migrate import ensure_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,6 +45,14 @@ class Lease:
             db = self._open()
         return db
 
+    async def adb(self) -> Database:
+        """`db` for async callers: opening it (and checking the schema) runs in a worker
+        thread, once; afterwards it is an attribute read."""
+        db = self._db
+        if db is None or not db.schema_checked:
+            db = await asyncio.to_thread(self._open)
+        return db
+
     def _open(self) -> Database:
         with self._lock:
             db = self._db
@@ -69,6 +78,14 @@ class Lease:
         self._db = None
         if self._release is not None:
             self._release()
+
+    async def aclose(self) -> None:
+        """`close` from async code: when this was the database's last user, the running
+        loop's async pool is closed before it returns."""
+        db, finalizer = self._db, self._release
+        self._db = None
+        if finalizer is not None and finalizer.detach() is not None and db is not None:
+            await arelease(db)
 
 
 class _Leased(Protocol):
