@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "langchain_persist"
 FOUNDATION = {"_errors", "_ids", "_sanitize", "_aio", "_records", "_process", "_imports", "testing"}
 LAYERS = ["_db", "_checkpoint", "_results", "_callbacks", "server", "_cli"]
-TOP = {"__init__", "__main__"}
+TOP = {"__init__", "__main__", "langgraph_server"}
 
 
 def rank(module: tuple[str, ...]) -> int:
