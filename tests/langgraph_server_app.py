@@ -9,6 +9,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from saver_graphs import approval_graph  # noqa: E402
+from saver_graphs import approval_graph
 
 graph = approval_graph().compile()

@@ -201,8 +201,8 @@ class PersistSaver(BaseCheckpointSaver[str]):
         version: str,
         values: Mapping[str, Any],
     ) -> tuple[tuple[Any, ...], Any]:
-        """The row storing one channel version, ``(channel, version, type, blob,
-        base_version)``, and the base entry it makes (or None)."""
+        """The row storing one channel version, ``(channel, version, type, base_version,
+        blob)``, and the base entry it makes (or None)."""
         if channel not in values:
             return (channel, version, EMPTY, None, None), None
         stype, raw = dump(self.serde, values[channel], f"channel {channel!r}")
@@ -211,8 +211,10 @@ class PersistSaver(BaseCheckpointSaver[str]):
         if base is not None and base[1] == stype:
             tail = tail_of(raw, base[2])
             if tail is not None and len(tail) <= len(base[2]) // TAIL_FRACTION:
-                return (channel, version, *pack(stype, tail), base[0]), None
-        row = (channel, version, *pack(stype, raw), None)
+                type_, blob = pack(stype, tail)
+                return (channel, version, type_, base[0], blob), None
+        type_, blob = pack(stype, raw)
+        row = (channel, version, type_, None, blob)
         if len(raw) >= BASE_MIN_BYTES and is_list(raw):
             return row, (key, (version, stype, raw))
         return row, None
