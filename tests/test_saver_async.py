@@ -259,3 +259,23 @@ def test_a_thread_continued_by_another_numbering_takes_new_input(db_url, first, 
     done = later.invoke(Command(resume="fine"), _cfg("mixed"))
     assert done["request"] == "second"
     assert done["log"][-3:] == ["prepared second", "decision: fine", "acted"]
+
+
+def test_decompressed_blobs_are_remembered_by_content_and_bounded():
+    """A blob read again is not decompressed again, a changed blob never answers for the old
+    one, and the memo stays within its bytes."""
+    import zstandard
+
+    from langchain_persist._checkpoint.codec import Inflated, pack, unpack
+
+    memo = Inflated(max_bytes=20_000)
+    raw = b"\x92" + os.urandom(1500) * 3  # compressed, still over the memo's 512 bytes
+    type_, blob = pack("msgpack", raw)
+    assert type_ == "msgpack+zstd"
+    assert unpack(type_, blob, memo) == ("msgpack", raw)
+    assert unpack(type_, bytes(bytearray(blob)), memo)[1] is memo.inflate(blob)  # remembered
+    other = b"\x92" + os.urandom(1500) * 3
+    assert unpack(*pack("msgpack", other), memo) == ("msgpack", other)
+    for _ in range(10):  # more than 20 kB decompressed: the oldest go
+        memo.inflate(zstandard.ZstdCompressor().compress(os.urandom(1000) * 4))
+    assert memo.inflate(blob) == raw and memo._bytes <= 20_000

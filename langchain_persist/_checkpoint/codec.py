@@ -44,11 +44,46 @@ def pack(type_: str, raw: bytes) -> tuple[str, bytes]:
     return type_, raw
 
 
-def unpack(type_: str, blob: bytes) -> tuple[str, bytes]:
-    """Undo `pack`."""
+def unpack(type_: str, blob: bytes, memo: Inflated | None = None) -> tuple[str, bytes]:
+    """Undo `pack` (with ``memo``, a blob decompressed before is not decompressed again)."""
     if type_.endswith(ZSTD):
+        if memo is not None and len(blob) >= MEMO_MIN_BYTES:
+            return type_[: -len(ZSTD)], memo.inflate(blob)
         return type_[: -len(ZSTD)], _zstd.decompressor.decompress(blob)
     return type_, bytes(blob)
+
+
+MEMO_MIN_BYTES = 512  # smaller blobs decompress faster than they are looked up
+MEMO_MAX_BYTES = 32 * 1024 * 1024
+
+
+class Inflated:
+    """Blobs decompressed lately, by their compressed bytes: a checkpoint read again (the
+    latest of a thread, at every run and every state read) and the base that the tails of a
+    list share are decompressed once.  Keyed by content, not by row, so it can never answer
+    for a row that changed; bounded in bytes, oldest out first."""
+
+    def __init__(self, max_bytes: int = MEMO_MAX_BYTES) -> None:
+        self._entries: dict[bytes, bytes] = {}
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def inflate(self, blob: bytes) -> bytes:
+        """The decompressed bytes of a zstd blob."""
+        key = bytes(blob)
+        raw = self._entries.get(key)
+        if raw is not None:
+            return raw
+        raw = _zstd.decompressor.decompress(key)
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = raw
+                self._bytes += len(raw) + len(key)
+                while self._bytes > self._max_bytes and self._entries:
+                    old = next(iter(self._entries))
+                    self._bytes -= len(self._entries.pop(old)) + len(old)
+        return raw
 
 
 def dump(serde: Any, value: Any, what: str) -> tuple[str, bytes]:
@@ -97,10 +132,10 @@ def join_tail(base: bytes, tail: bytes) -> bytes:
     return tail[:head] + base[_array_header(base) :] + tail[head:]
 
 
-def load(serde: Any, type_: str, blob: bytes, what: str) -> Any:
+def load(serde: Any, type_: str, blob: bytes, what: str, memo: Inflated | None = None) -> Any:
     """Deserialize a stored value (`pack`'s form); a failure raises `SerializationError` naming
     ``what`` and the fix."""
-    return decode(serde, unpack(type_, blob), what)
+    return decode(serde, unpack(type_, blob, memo), what)
 
 
 def decode(serde: Any, typed: tuple[str, bytes], what: str) -> Any:
@@ -117,11 +152,13 @@ def decode(serde: Any, typed: tuple[str, bytes], what: str) -> Any:
         ) from exc
 
 
-def load_value(serde: Any, row: tuple[Any, ...], where: str = "a checkpoint") -> Any:
+def load_value(
+    serde: Any, row: tuple[Any, ...], where: str = "a checkpoint", memo: Inflated | None = None
+) -> Any:
     """Deserialize a stored channel value, ``(channel, version, type, blob, base_version,
     base_type, base_blob)``: a tail is joined to its base, read with it."""
     channel, version, type_, blob, base_version, base_type, base_blob = row
-    stype, raw = unpack(type_, blob)
+    stype, raw = unpack(type_, blob, memo)
     if base_version is not None:
         if base_blob is None:
             raise StorageError(
@@ -129,16 +166,19 @@ def load_value(serde: Any, row: tuple[Any, ...], where: str = "a checkpoint") ->
                 f"version {base_version}, which is gone (deleted by another process while "
                 "this thread ran?); resume from an earlier checkpoint"
             )
-        raw = join_tail(unpack(base_type, base_blob)[1], raw)
+        raw = join_tail(unpack(base_type, base_blob, memo)[1], raw)
     return decode(serde, (stype, raw), f"channel {channel!r} of {where}")
 
 
 def load_values(
-    serde: Any, rows: Iterable[tuple[Any, ...]], where: str = "a checkpoint"
+    serde: Any,
+    rows: Iterable[tuple[Any, ...]],
+    where: str = "a checkpoint",
+    memo: Inflated | None = None,
 ) -> dict[str, Any]:
     """The channel values of a checkpoint from its value rows (see `load_value`); channels
     stored empty are left out."""
-    return {row[0]: load_value(serde, row, where) for row in rows if row[2] != EMPTY}
+    return {row[0]: load_value(serde, row, where, memo) for row in rows if row[2] != EMPTY}
 
 
 def load_serde(spec: str) -> Any:

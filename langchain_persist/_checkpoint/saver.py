@@ -39,7 +39,17 @@ from .._errors import ValidationError
 from .._ids import uuid7
 from .._sanitize import jsonable
 from .bases import Bases, for_database
-from .codec import EMPTY, dump, is_list, load, load_value, load_values, pack, tail_of
+from .codec import (
+    EMPTY,
+    Inflated,
+    dump,
+    is_list,
+    load,
+    load_value,
+    load_values,
+    pack,
+    tail_of,
+)
 from .prune import keep_latest, namespaces, replays_history, root_of
 
 PAGE = 100
@@ -109,6 +119,10 @@ class PersistSaver(BaseCheckpointSaver[str]):
     @property
     def _bases(self) -> Bases:
         return for_database(self._lease.db)
+
+    @property
+    def _inflated(self) -> Inflated:
+        return self._lease.db.cache("checkpoint-inflated", Inflated)
 
     @classmethod
     def from_url(
@@ -330,10 +344,10 @@ class PersistSaver(BaseCheckpointSaver[str]):
         """A checkpoint tuple from what was read (decoded with this saver's serializer)."""
         thread_id, ns = stored.thread_id, stored.checkpoint_ns
         where = f"checkpoint {stored.checkpoint_id!r} of thread {thread_id!r}"
-        checkpoint = load(self.serde, stored.type, stored.checkpoint, where)
+        serde, memo = self.serde, self._inflated
+        checkpoint = load(serde, stored.type, stored.checkpoint, where, memo)
         checkpoint["channel_versions"] = stored.versions
-        checkpoint["channel_values"] = load_values(self.serde, stored.values, where)
-        serde = self.serde
+        checkpoint["channel_values"] = load_values(serde, stored.values, where, memo)
         return CheckpointTuple(
             config=_config(thread_id, ns, stored.checkpoint_id),
             checkpoint=checkpoint,
@@ -344,7 +358,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
                 else None
             ),
             pending_writes=[
-                (task_id, channel, load(serde, type_, blob, _write_what(channel, stored)))
+                (task_id, channel, load(serde, type_, blob, _write_what(channel, stored), memo))
                 for task_id, channel, type_, blob, _, _ in stored.writes
             ],
         )
