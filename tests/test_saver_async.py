@@ -84,10 +84,41 @@ async def test_async_methods_await_the_database_on_postgres(pg_url: str) -> None
     assert db.async_pools == 0
 
 
-async def test_async_methods_on_sqlite_run_in_a_worker_thread(sqlite_url: str) -> None:
+async def test_async_methods_on_sqlite(sqlite_url: str) -> None:
+    """Reads, and writes that need not wait for the lock, run on the loop (no thread)."""
     saver = PersistSaver.from_url(sqlite_url)
-    await _exercise(saver, "sqlite-async", no_threads=False)
+    await _exercise(saver, "sqlite-async", no_threads=True)
     assert saver.db.async_pools == 0  # SQLite's driver blocks: no async pool
+    await saver.aclose()
+
+
+async def test_an_async_write_waiting_for_sqlite_does_not_block_the_loop(sqlite_url: str) -> None:
+    """Another process holds the write lock: the write waits in a worker thread while the
+    event loop goes on, and completes once the lock is released."""
+    import sqlite3
+    import threading
+
+    saver = PersistSaver.from_url(sqlite_url)
+    config = _put(saver, "locked", 2, 0)  # the schema and a first checkpoint
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), check_same_thread=False)
+    other.isolation_level = None
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    beat = asyncio.create_task(ticker())
+    await saver.aput_writes(config, [("c0", "late")], "task-2")
+    beat.cancel()
+    assert ticks >= 20  # the loop ran all along the ~0.5 s wait
+    found = await saver.aget_tuple(config)
+    assert found is not None and ("task-2", "c0", "late") in (found.pending_writes or [])
+    other.close()
     await saver.aclose()
 
 

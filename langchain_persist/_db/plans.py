@@ -4,8 +4,9 @@ A plan is a generator.  It yields `Step`s (a prepared statement and its paramete
 sent back each step's rows (None for a statement that returns none); a streaming read also
 yields `Emit` (items for its caller, handed over between round trips); what the generator
 returns is the operation's result.  `run` and `iterate` drive a plan on a DBAPI cursor;
-`arun` and `aiterate` drive the same plan on a psycopg async cursor on PostgreSQL, and in a
-worker thread on SQLite, whose driver blocks.  This is how `prune` is written in
+`arun` and `aiterate` drive the same plan on a psycopg async cursor on PostgreSQL; on SQLite,
+whose driver blocks, reads run on the loop and writes too when they need not wait (else in a
+worker thread).  This is how `prune` is written in
 langgraph-checkpoint-postgres, and httpx's auth flows: the logic is never written twice, and
 the sync and async paths run the same statements.
 
@@ -127,13 +128,20 @@ async def _adrive(db: Database, cursor: Any, plan: Plan[Any], step: Any) -> Emit
 def run(db: Database, plan: Plan[T], *, write: bool = False, atomic: bool = False) -> T:
     """Run a plan on one connection of ``db``: a write (``write``), in one transaction
     (``atomic``; on SQLite every write is)."""
-    step = _first(plan)
+    return _run_from(db, plan, _first(plan), write, atomic)
+
+
+def _run_from(db: Database, plan: Plan[T], step: Any, write: bool, atomic: bool) -> T:
     if type(step) is not _Done:
         with db.cursor(write=write, atomic=atomic) as cursor:
             step = _drive(db, cursor, plan, step)
-    if type(step) is not _Done:
+    return _result(step)
+
+
+def _result(done: Any) -> Any:
+    if type(done) is not _Done:
         raise TypeError("a plan that emits items is run with `iterate`")
-    return step.value  # type: ignore[no-any-return]
+    return done.value
 
 
 def run_on(cursor: Any, plan: Plan[T]) -> T:
@@ -141,23 +149,26 @@ def run_on(cursor: Any, plan: Plan[T]) -> T:
     step = _first(plan)
     if type(step) is not _Done:
         step = _drive(None, cursor, plan, step)  # type: ignore[arg-type]
-    if type(step) is not _Done:
-        raise TypeError("a plan that emits items is run with `iterate`")
-    return step.value  # type: ignore[no-any-return]
+    return _result(step)  # type: ignore[no-any-return]
 
 
 async def arun(db: Database, plan: Plan[T], *, write: bool = False, atomic: bool = False) -> T:
-    """`run` for async callers: psycopg's async connections on PostgreSQL, a worker thread on
-    SQLite."""
-    if not db.is_async_native:
-        return await asyncio.to_thread(run, db, plan, write=write, atomic=atomic)
+    """`run` for async callers.  PostgreSQL: psycopg's async connections.  SQLite, whose
+    driver blocks: a read runs on the loop (in WAL mode it waits for no lock, and a worker
+    thread's hop would cost more than the read); a write too when it can start at once
+    (`Database.write_cursor_now`), else in a worker thread, where it may wait for the lock."""
     step = _first(plan)
-    if type(step) is not _Done:
+    if type(step) is _Done:
+        return step.value  # type: ignore[no-any-return]
+    if db.is_async_native:
         async with db.acursor(write=write, atomic=atomic) as cursor:
-            step = await _adrive(db, cursor, plan, step)
-    if type(step) is not _Done:
-        raise TypeError("a plan that emits items is run with `aiterate`")
-    return step.value  # type: ignore[no-any-return]
+            return _result(await _adrive(db, cursor, plan, step))  # type: ignore[no-any-return]
+    if not (write or atomic):
+        return _run_from(db, plan, step, write, atomic)
+    with db.write_cursor_now() as cursor:
+        if cursor is not None:
+            return _result(_drive(db, cursor, plan, step))  # type: ignore[no-any-return]
+    return await asyncio.to_thread(_run_from, db, plan, step, write, atomic)
 
 
 def _segment(db: Database, plan: Plan[Any]) -> Emit | _Done:
@@ -171,7 +182,7 @@ def _segment(db: Database, plan: Plan[Any]) -> Emit | _Done:
 
 async def _asegment(db: Database, plan: Plan[Any]) -> Emit | _Done:
     if not db.is_async_native:
-        return await asyncio.to_thread(_segment, db, plan)
+        return _segment(db, plan)  # a SQLite read runs on the loop, as in `arun`
     step = _first(plan)
     if type(step) is Step:
         async with db.acursor() as cursor:
