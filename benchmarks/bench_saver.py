@@ -657,6 +657,9 @@ def large_thread_plan(
     return ids
 
 
+_BY_ID: defaultdict[str, Iterator[int]] = defaultdict(itertools.count)
+
+
 def large_rep_plan(
     saver: BaseCheckpointSaver,
     sizes: Sizes,
@@ -664,7 +667,9 @@ def large_rep_plan(
 ) -> Plan:
     """One repetition of the large-state workload; returns ``{operation: [ns, ...]}``: ``put``
     on a scratch thread (deleted afterwards), ``get_tuple`` latest and by id on the long and
-    short threads, and ``list`` of the whole long thread."""
+    short threads, and ``list`` of the whole long thread.  The latest is the same checkpoint
+    every time (as a thread's latest is read at every run); by id walks through the thread
+    (on the long one, every lookup of the run reads a checkpoint not read before)."""
     samples: dict[str, list[int]] = defaultdict(list)
     scratch = new_thread_id("large-put")
     yield from large_thread_plan(saver, scratch, sizes.large_puts, sizes.large_kb, samples)
@@ -676,7 +681,7 @@ def large_rep_plan(
             _expect(found is not None and found.checkpoint["id"] == ids[-1], "wrong latest")
             _expect(len(found.checkpoint["channel_values"]) == 10, "channels missing")
             samples[f"get_latest_{size}"].append(elapsed)
-            target = ids[len(ids) // 2]
+            target = ids[(next(_BY_ID[thread_id]) * 37) % (len(ids) - 1)]  # never the last
             found, elapsed = yield Call("get_tuple", (_thread_config(thread_id, target),))
             _expect(found is not None and found.checkpoint["id"] == target, "wrong checkpoint")
             _expect(len(found.pending_writes or []) == 2, "pending writes missing")
