@@ -9,9 +9,10 @@ PersistSaver on both databases; contenders interleaved round by round, new threa
 Every saver's ``put`` / ``put_writes`` (and their ``a``-twins) are timed, wall clock and CPU
 of the thread that runs them; inside PersistSaver, so are serialization (LangGraph's
 serializer), compression (zstd), the driver's statements (CPU, and wall: the rest is waiting
-on the database, commits included) and the pool (connection checkout and return, BEGIN and
-COMMIT on SQLite).  The main thread's CPU (LangGraph's own work) is measured too: what it
-did not spend running it waited, for the GIL or for the saver.
+on the database, commits included) and the connection (checkout and return; on SQLite also
+BEGIN IMMEDIATE, COMMIT and the wait for the writer's lock).  The main thread's CPU
+(LangGraph's own work) is measured too: what it did not spend running it waited, for the GIL
+or for the saver.
 
 Printed per super-step, medians over rounds: the run's wall time and its excess over
 InMemorySaver, and the saver's time broken down.  CPU figures add up across threads; on 2
@@ -151,6 +152,9 @@ def instrument_persist() -> None:
     for name in ("aexecute", "aexecute_many", "afetch"):
         setattr(Prepared, name, _timed_async("driver", getattr(Prepared, name)))
     Database.cursor = _timed_cm("pool", Database.cursor)  # type: ignore[method-assign]
+    Database.write_cursor_now = _timed_cm(  # type: ignore[method-assign]
+        "pool", Database.write_cursor_now
+    )
 
 
 def instrument_serde(saver: BaseCheckpointSaver) -> None:
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     headers = [
         "saver", "driver", "wall", "over InMemorySaver", "main thread CPU",
         "put + put_writes wall", "their CPU", "serialize", "compress", "rows, params, rest",
-        "driver CPU", "waiting on the database", "pool CPU", "pool wait",
+        "driver CPU", "waiting on the database", "connection CPU", "connection wait",
     ]  # fmt: skip
     print(f"## Per super-step (µs), {args.steps}-step graph, default durability, median of "
           f"{args.rounds} rounds\n")  # fmt: skip
@@ -265,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         "\nCPU columns are the thread that ran the call (LangGraph's background thread for "
         "invoke; for ainvoke on PostgreSQL the event loop, where an awaited call's CPU cannot "
         "be told from the others': –). 'waiting on the database' is the statements' wall time "
-        "less their CPU (for ainvoke on PostgreSQL: the statements' awaited wall time)."
+        "less their CPU (for ainvoke on PostgreSQL: the statements' awaited wall time). "
+        "'connection': taking a pooled connection and giving it back; on SQLite also the "
+        "writer's lock (put and put_writes of one step wait for each other), BEGIN IMMEDIATE "
+        "and COMMIT."
     )
     if args.json:
         write_json(args.json, {k: dict(v) for k, v in samples.items()})
