@@ -152,9 +152,6 @@ def instrument_persist() -> None:
     for name in ("aexecute", "aexecute_many", "afetch"):
         setattr(Prepared, name, _timed_async("driver", getattr(Prepared, name)))
     Database.cursor = _timed_cm("pool", Database.cursor)  # type: ignore[method-assign]
-    Database.write_cursor_now = _timed_cm(  # type: ignore[method-assign]
-        "pool", Database.write_cursor_now
-    )
 
 
 def instrument_serde(saver: BaseCheckpointSaver) -> None:

@@ -85,9 +85,9 @@ async def test_async_methods_await_the_database_on_postgres(pg_url: str) -> None
 
 
 async def test_async_methods_on_sqlite(sqlite_url: str) -> None:
-    """Reads, and writes that need not wait for the lock, run on the loop (no thread)."""
+    """SQLite's driver blocks: the async methods run it in a worker thread."""
     saver = PersistSaver.from_url(sqlite_url)
-    await _exercise(saver, "sqlite-async", no_threads=True)
+    await _exercise(saver, "sqlite-async", no_threads=False)
     assert saver.db.async_pools == 0  # SQLite's driver blocks: no async pool
     await saver.aclose()
 

@@ -187,51 +187,6 @@ class Database:
             finally:
                 conn.close()
 
-    @contextmanager
-    def write_cursor_now(self) -> Iterator[Any | None]:
-        """SQLite: a write cursor (one ``BEGIN IMMEDIATE`` transaction, as `cursor`) if it can
-        be had without waiting, that is when this process's writer is free and no other process
-        holds the database's write lock; else None, and the caller waits elsewhere (async
-        callers: in a worker thread, not on their event loop)."""
-        assert self.dialect == "sqlite", "write_cursor_now is for SQLite"
-        lock = self._sqlite_writer
-        if not lock.acquire(blocking=False):  # type: ignore[attr-defined]
-            yield None
-            return
-        dbapi = self.fast.dialect.loaded_dbapi
-        try:
-            try:
-                conn = self.fast.raw_connection()
-            except (dbapi.Error, SQLAlchemyError) as exc:
-                raise self._failed(True, exc) from exc
-            try:
-                cur = conn.cursor()
-                cur.execute("PRAGMA busy_timeout = 0")
-                try:
-                    cur.execute("BEGIN IMMEDIATE")
-                except dbapi.OperationalError:  # another process writes: do not wait here
-                    began = False
-                else:
-                    began = True
-                cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-                if not began:
-                    yield None
-                    return
-                try:
-                    yield cur
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-                cur.execute("COMMIT")
-            except dbapi.Error as exc:
-                self._check_missing_table(exc)
-                conn.invalidate(exc)
-                raise self._failed(True, exc) from exc
-            finally:
-                conn.close()
-        finally:
-            lock.release()  # type: ignore[attr-defined]
-
     @asynccontextmanager
     async def acursor(self, *, write: bool = False, atomic: bool = False) -> AsyncIterator[Any]:
         """`cursor` for async callers on PostgreSQL: a psycopg async cursor from the running

@@ -4,9 +4,8 @@ A plan is a generator.  It yields `Step`s (a prepared statement and its paramete
 sent back each step's rows (None for a statement that returns none); a streaming read also
 yields `Emit` (items for its caller, handed over between round trips); what the generator
 returns is the operation's result.  `run` and `iterate` drive a plan on a DBAPI cursor;
-`arun` and `aiterate` drive the same plan on a psycopg async cursor on PostgreSQL; on SQLite,
-whose driver blocks, reads run on the loop and writes too when they need not wait (else in a
-worker thread).  This is how `prune` is written in
+`arun` and `aiterate` drive the same plan on a psycopg async cursor on PostgreSQL, and in a
+worker thread on SQLite, whose driver blocks.  This is how `prune` is written in
 langgraph-checkpoint-postgres, and httpx's auth flows: the logic is never written twice, and
 the sync and async paths run the same statements.
 
@@ -153,22 +152,16 @@ def run_on(cursor: Any, plan: Plan[T]) -> T:
 
 
 async def arun(db: Database, plan: Plan[T], *, write: bool = False, atomic: bool = False) -> T:
-    """`run` for async callers.  PostgreSQL: psycopg's async connections.  SQLite, whose
-    driver blocks: a read runs on the loop (in WAL mode it waits for no lock, and a worker
-    thread's hop would cost more than the read); a write too when it can start at once
-    (`Database.write_cursor_now`), else in a worker thread, where it may wait for the lock."""
+    """`run` for async callers: psycopg's async connections on PostgreSQL; on SQLite, whose
+    driver blocks, a worker thread (an event loop must not wait on a file or a lock: LangGraph's
+    Agent Server refuses sqlite3 calls on its loop)."""
     step = _first(plan)
     if type(step) is _Done:
         return step.value  # type: ignore[no-any-return]
-    if db.is_async_native:
-        async with db.acursor(write=write, atomic=atomic) as cursor:
-            return _result(await _adrive(db, cursor, plan, step))  # type: ignore[no-any-return]
-    if not (write or atomic):
-        return _run_from(db, plan, step, write, atomic)
-    with db.write_cursor_now() as cursor:
-        if cursor is not None:
-            return _result(_drive(db, cursor, plan, step))  # type: ignore[no-any-return]
-    return await asyncio.to_thread(_run_from, db, plan, step, write, atomic)
+    if not db.is_async_native:
+        return await asyncio.to_thread(_run_from, db, plan, step, write, atomic)
+    async with db.acursor(write=write, atomic=atomic) as cursor:
+        return _result(await _adrive(db, cursor, plan, step))  # type: ignore[no-any-return]
 
 
 def _segment(db: Database, plan: Plan[Any]) -> Emit | _Done:
@@ -182,7 +175,7 @@ def _segment(db: Database, plan: Plan[Any]) -> Emit | _Done:
 
 async def _asegment(db: Database, plan: Plan[Any]) -> Emit | _Done:
     if not db.is_async_native:
-        return _segment(db, plan)  # a SQLite read runs on the loop, as in `arun`
+        return await asyncio.to_thread(_segment, db, plan)
     step = _first(plan)
     if type(step) is Step:
         async with db.acursor() as cursor:
