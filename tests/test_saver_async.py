@@ -310,3 +310,25 @@ def test_decompressed_blobs_are_remembered_by_content_and_bounded():
     for _ in range(10):  # more than 20 kB decompressed: the oldest go
         memo.inflate(zstandard.ZstdCompressor().compress(os.urandom(1000) * 4))
     assert memo.inflate(blob) == raw and memo._bytes <= 20_000
+
+
+def test_versions_read_back_exactly_and_are_stored_short(db_url):
+    """Whatever form a version has, it reads back as given; a 32-digit counter is stored
+    without its leading zeros."""
+    saver = PersistSaver.from_url(db_url)
+    ours = saver.get_next_version(None, None)
+    given = {"a": ours, "b": "+odd", "c": "3", "d": "000000000012.00ff00ff00ff00ff"}
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {name: f"value of {name}" for name in given}
+    checkpoint["channel_versions"] = given
+    config = saver.put({"configurable": {"thread_id": "v", "checkpoint_ns": ""}},
+                       checkpoint, {"step": 1}, given)
+    found = saver.get_tuple(config)
+    assert found is not None and found.checkpoint["channel_versions"] == given
+    assert found.checkpoint["channel_values"] == checkpoint["channel_values"]
+    with saver.db.read() as conn:
+        stored = dict(conn.exec_driver_sql(
+            "SELECT channel, version FROM checkpoint_state_values WHERE thread_id = 'v'").all())
+    assert stored["a"] == "+1." + ours.split(".")[1]  # 32 digits, stored as one
+    assert stored["b"] == "++odd" and stored["c"] == "3" and stored["d"] == given["d"]
+    saver.close()

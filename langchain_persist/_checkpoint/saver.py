@@ -178,7 +178,9 @@ class PersistSaver(BaseCheckpointSaver[str]):
         bases = self._bases
         value_rows, new_bases = [], []
         for channel, version in new_versions.items():
-            row, base = self._value_row(bases, thread_id, ns, channel, str(version), values)
+            row, base = self._value_row(
+                bases, thread_id, ns, channel, stored_version(version), values
+            )
             value_rows.append(row)
             if base is not None:
                 new_bases.append(base)
@@ -198,7 +200,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
             "state": None,
             "type": type_,
             "checkpoint": blob,
-            "versions": {k: str(v) for k, v in versions.items()},
+            "versions": {k: stored_version(v) for k, v in versions.items()},
             "metadata": meta,
             "created_at": dt.datetime.now(dt.UTC),
         }
@@ -346,7 +348,7 @@ class PersistSaver(BaseCheckpointSaver[str]):
         where = f"checkpoint {stored.checkpoint_id!r} of thread {thread_id!r}"
         serde, memo = self.serde, self._inflated
         checkpoint = load(serde, stored.type, stored.checkpoint, where, memo)
-        checkpoint["channel_versions"] = stored.versions
+        checkpoint["channel_versions"] = {k: version(v) for k, v in stored.versions.items()}
         checkpoint["channel_values"] = load_values(serde, stored.values, where, memo)
         return CheckpointTuple(
             config=_config(thread_id, ns, stored.checkpoint_id),
@@ -524,6 +526,32 @@ class PersistSaver(BaseCheckpointSaver[str]):
     acopy_thread = async_plan(copy_thread)
     aprune = async_plan(prune)
     aget_delta_channel_history = async_plan(get_delta_channel_history)
+
+
+# A version is stored with the leading zeros of a 32-digit counter left out ("+7.<suffix>" for
+# "000...0007.<suffix>"): the counter is as long as LangGraph's Agent Server and Postgres saver
+# make it, so that versions sort the same whoever wrote them, and stored it costs no more
+# than the 12-digit versions did.  Every other version is stored as it is ("+" doubled in
+# front when it begins with one).  Versions are only ever compared for equality in SQL.
+
+
+def stored_version(value: Any) -> str:
+    """The form a channel version is stored in (see `version` for the way back)."""
+    text = str(value)
+    head, dot, rest = text.partition(".")
+    if dot and len(head) == VERSION_DIGITS and head.isdigit():
+        return f"+{head.lstrip('0') or '0'}.{rest}"
+    return "+" + text if text.startswith("+") else text
+
+
+def version(stored: str) -> str:
+    """A channel version as it was given, from its stored form."""
+    if not stored.startswith("+"):
+        return stored
+    if stored.startswith("++"):
+        return stored[1:]
+    head, _, rest = stored[1:].partition(".")
+    return f"{head:0>{VERSION_DIGITS}}.{rest}"
 
 
 async def _at_most_one(found: CheckpointTuple | None) -> AsyncIterator[CheckpointTuple]:
