@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import random
+import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -152,19 +155,33 @@ def test_a_forked_child_gets_its_own_async_pool(pg_url: str) -> None:
     if pid == 0:  # the child: its own loop and pool; the parent's connections untouched
         code = 1
         try:
+            faulthandler.dump_traceback_later(90, exit=True)  # a stuck child shows its stacks
             pools_at_fork = saver.db.async_pools
             out = asyncio.run(graph.ainvoke({"messages": [("user", "c")]}, _cfg("child")))
             ok = pools_at_fork == 0 and out["messages"][-1].content == "done after 2 tool calls"
             code = 0 if ok else 2
         finally:
             os._exit(code)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert _wait_for(pid, 120) == 0
     # the parent's pool still works after the child exited
     again = loop.run_until_complete(graph.ainvoke({"messages": [("user", "p")]}, _cfg("p2")))
     assert again["messages"][-1].content == "done after 2 tool calls"
     assert saver.get_tuple(_cfg("child")) is not None
     saver.close()
     loop.close()
+
+
+def _wait_for(pid: int, timeout: float) -> int:
+    """The exit code of a forked child; one still running after ``timeout`` is killed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"the forked child {pid} did not finish in {timeout} s")
 
 
 # -- statements --------------------------------------------------------------------------------
