@@ -4,8 +4,12 @@ One row per checkpoint (`checkpoint_states`, the same rows `get_checkpoint_state
 row per channel *version* (`checkpoint_state_values`: a channel that did not change is not
 stored again; a list that only grew is stored as the bytes appended since a base version, see
 `codec` and `bases`), one row per pending write.  `put` and `put_writes` return only once their
-transaction committed.  Async methods run the same code in a worker thread, so they never
-block the event loop.
+transaction committed.
+
+Each method's logic is written once, as a plan of statements (`.._db.plans`): the sync method
+runs it on a pooled DBAPI connection, its ``a``-twin on psycopg's async connections on
+PostgreSQL (in a worker thread on SQLite, whose driver blocks).  `get_tuple` and each page of
+`list` are one statement.
 """
 
 from __future__ import annotations

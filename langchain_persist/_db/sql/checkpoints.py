@@ -109,7 +109,6 @@ def owner_of(conn: Connection, thread_id: str, checkpoint_ns: str, checkpoint_id
 _CHECKPOINT_UPDATE = ("type", "checkpoint", "versions", "metadata")
 ONE = literal_column("1")  # a LIMIT written in the statement (a bound one is unknown to plans)
 _WRITE_UPDATE = ("channel", "type", "blob", "task_path", "run_id")
-VALUE_KEY = ("thread_id", "checkpoint_ns", "channel", "version")
 
 
 def _bind(name: str, column: Any) -> Any:
