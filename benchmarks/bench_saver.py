@@ -79,12 +79,13 @@ from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
-WORKLOADS = ("graph", "micro", "concurrency", "storage", "resume")
+WORKLOADS = ("graph", "micro", "large", "concurrency", "storage", "resume")
 PEER_TABLES = {
     "sqlite": ("checkpoints", "writes"),
     "postgres": ("checkpoints", "checkpoint_blobs", "checkpoint_writes"),
@@ -108,6 +109,8 @@ class Sizes:
     async_runs: int = 32
     storage_steps: tuple[int, ...] = (50, 200)
     fail_at: int = 40  # the super-step that raises in the resume workload
+    large_kb: int = 10  # size of the three big channels of the large state
+    large_puts: int = 20  # puts timed per repetition (a scratch thread of that many)
     fresh_per_workload: bool = True  # else one database per contender (storage: always fresh)
     warmup: int = 2
     reps: dict[str, int] = field(
@@ -117,6 +120,7 @@ class Sizes:
             "concurrency": 5,
             "storage": 1,
             "resume": 11,
+            "large": 7,
         }
     )
 
@@ -134,7 +138,9 @@ SMOKE = Sizes(
     fail_at=4,
     fresh_per_workload=False,
     warmup=1,
-    reps={"graph": 2, "micro": 1, "concurrency": 1, "storage": 1, "resume": 1},
+    large_kb=2,
+    large_puts=3,
+    reps={"graph": 2, "micro": 1, "concurrency": 1, "storage": 1, "resume": 1, "large": 1},
 )
 
 
@@ -578,6 +584,120 @@ def count_plan(thread_id: str) -> Plan:
     return len(listed)
 
 
+LARGE_CHANNELS = (
+    "messages", "documents", "scratchpad",  # about ``large_kb`` KB each
+    "step", "status", "plan", "user", "scores", "last_tool", "flags",
+)  # fmt: skip
+
+
+@functools.cache
+def _serialized_size(k: int) -> int:
+    """Bytes of message ``k`` as LangGraph's serializer writes it."""
+    return len(JsonPlusSerializer().dumps_typed(message(k))[1])
+
+
+def large_values(step: int, kb: int) -> dict[str, Any]:
+    """The large state at ``step``: ten channels, three of them about ``kb`` KB (a window of
+    messages, retrieved documents, a scratchpad), and every channel different at every step
+    (the message window slides, so no version extends the previous one)."""
+    messages, size, k = [], 0, step
+    while size < kb * 1000:
+        messages.append(message(k % 400 + 1))
+        size += _serialized_size(k % 400 + 1)
+        k += 1
+    doc_chars = 1200
+    documents = [
+        {"id": f"doc-{step}-{i}", "title": _text(step * 31 + i, 40),
+         "text": _text(step * 17 + i, doc_chars), "score": round(1 / (i + 1 + step % 7), 4)}
+        for i in range(max(1, kb * 1000 // (doc_chars + 100)))
+    ]  # fmt: skip
+    return {
+        "messages": messages,
+        "documents": documents,
+        "scratchpad": _text(step * 7 + 3, kb * 1000),
+        "step": step,
+        "status": ("planning", "searching", "writing", "reviewing")[step % 4],
+        "plan": [f"step {step + i}: {_text(step + i, 30)}" for i in range(5)],
+        "user": {"id": f"user-{step % 13}", "locale": "en-GB", "tier": "pro", "turn": step},
+        "scores": {f"s{i}": round((step * 7 + i) % 97 / 97, 4) for i in range(5)},
+        "last_tool": ("search_documents", "summarize", "write_section")[step % 3],
+        "flags": {"needs_review": step % 5 == 0, "cached": step % 2 == 0, "done": False},
+    }
+
+
+def large_thread_plan(
+    saver: BaseCheckpointSaver,
+    thread_id: str,
+    checkpoints: int,
+    kb: int,
+    samples: dict[str, list[int]] | None = None,
+) -> Plan:
+    """Store ``checkpoints`` checkpoints of the large state on a new thread: every ``put``
+    names all ten channels in ``new_versions``; every checkpoint but the last gets two writes.
+    Returns the checkpoint ids; with ``samples``, records each ``put`` under ``put``."""
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    versions: dict[str, Any] = {}
+    ids: list[str] = []
+    for step in range(checkpoints):
+        new_versions = {ch: saver.get_next_version(versions.get(ch), None) for ch in LARGE_CHANNELS}
+        versions.update(new_versions)
+        checkpoint: Checkpoint = {
+            **empty_checkpoint(),
+            "id": str(uuid6(clock_seq=step)),
+            "ts": datetime.now(UTC).isoformat(),
+            "channel_values": large_values(step, kb),
+            "channel_versions": dict(versions),
+            "versions_seen": {"agent": {ch: versions[ch] for ch in LARGE_CHANNELS[:3]}},
+            "updated_channels": list(LARGE_CHANNELS),
+        }
+        metadata = {"source": "loop", "step": step, "parents": {}}
+        config, elapsed = yield Call("put", (config, checkpoint, metadata, new_versions))
+        ids.append(config["configurable"]["checkpoint_id"])
+        if samples is not None:
+            samples["put"].append(elapsed)
+        if step < checkpoints - 1:
+            writes = [("messages", [message(step % 400 + 1)]), ("status", "writing")]
+            task_id = str(uuid.UUID(int=random.getrandbits(128)))
+            yield Call("put_writes", (config, writes, task_id, "~__pregel_pull, agent"))
+    return ids
+
+
+_BY_ID: defaultdict[str, Iterator[int]] = defaultdict(itertools.count)
+
+
+def large_rep_plan(
+    saver: BaseCheckpointSaver,
+    sizes: Sizes,
+    threads: dict[str, tuple[str, list[str]]],
+) -> Plan:
+    """One repetition of the large-state workload; returns ``{operation: [ns, ...]}``: ``put``
+    on a scratch thread (deleted afterwards), ``get_tuple`` latest and by id on the long and
+    short threads, and ``list`` of the whole long thread.  The latest is the same checkpoint
+    every time (as a thread's latest is read at every run); by id walks through the thread
+    (on the long one, every lookup of the run reads a checkpoint not read before)."""
+    samples: dict[str, list[int]] = defaultdict(list)
+    scratch = new_thread_id("large-put")
+    yield from large_thread_plan(saver, scratch, sizes.large_puts, sizes.large_kb, samples)
+    yield Call("delete_thread", (scratch,))
+    for _ in range(sizes.lookups):
+        for size in ("long", "short"):
+            thread_id, ids = threads[size]
+            found, elapsed = yield Call("get_tuple", (_thread_config(thread_id),))
+            _expect(found is not None and found.checkpoint["id"] == ids[-1], "wrong latest")
+            _expect(len(found.checkpoint["channel_values"]) == 10, "channels missing")
+            samples[f"get_latest_{size}"].append(elapsed)
+            target = ids[(next(_BY_ID[thread_id]) * 37) % (len(ids) - 1)]  # never the last
+            found, elapsed = yield Call("get_tuple", (_thread_config(thread_id, target),))
+            _expect(found is not None and found.checkpoint["id"] == target, "wrong checkpoint")
+            _expect(len(found.pending_writes or []) == 2, "pending writes missing")
+            samples[f"get_id_{size}"].append(elapsed)
+    thread_id, ids = threads["long"]
+    listed, elapsed = yield Call("list", (_thread_config(thread_id),))
+    _expect([t.checkpoint["id"] for t in listed] == ids[::-1], "list is not the whole thread")
+    samples["list_long"].append(elapsed)
+    return samples
+
+
 # =========================================================================== the bench
 
 
@@ -811,6 +931,34 @@ def workload_micro(bench: Bench, contenders: Sequence[Contender]) -> None:
         bench.round_robin("micro", lives, sizes.reps["micro"], measure, warmup=1)
 
 
+def workload_large(bench: Bench, contenders: Sequence[Contender]) -> None:
+    """Workload 2b: saver methods on the large state (ten channels, three of ~10 KB, every
+    channel new at every put), on prepared threads of 1,000 and 10 checkpoints."""
+    sizes = bench.sizes
+    with bench.session("large", contenders) as lives:
+        threads: dict[str, dict[str, tuple[str, list[str]]]] = {}
+        for live in list(lives):
+            c = live.contender
+            try:
+                threads[c.key] = {}
+                for size, n in (("long", sizes.long_thread), ("short", sizes.short_thread)):
+                    thread_id = new_thread_id(f"large-{size}")
+                    plan = large_thread_plan(live.saver, thread_id, n, sizes.large_kb)
+                    threads[c.key][size] = (thread_id, bench.drive(c, live.saver, plan))
+            except Exception as exc:
+                bench.fail("large", c, exc)
+                lives.remove(live)
+
+        def measure(live: Live, timed: bool) -> None:
+            c = live.contender
+            samples = bench.drive(c, live.saver, large_rep_plan(live.saver, sizes, threads[c.key]))
+            if timed:
+                for operation, values in samples.items():
+                    bench.record("large", c, operation, *values)
+
+        bench.round_robin("large", lives, sizes.reps["large"], measure, warmup=1)
+
+
 def workload_concurrency(bench: Bench, contenders: Sequence[Contender]) -> None:
     """Workload 3: ``os_threads`` threads each running one ``invoke`` (sync contenders), or
     ``async_runs`` concurrent ``ainvoke`` (async contenders), all on distinct threads."""
@@ -938,6 +1086,7 @@ def workload_resume(bench: Bench, contenders: Sequence[Contender]) -> None:
 WORKLOAD_FUNCTIONS: dict[str, Callable[[Bench, Sequence[Contender]], None]] = {
     "graph": workload_graph,
     "micro": workload_micro,
+    "large": workload_large,
     "concurrency": workload_concurrency,
     "storage": workload_storage,
     "resume": workload_resume,
@@ -1040,6 +1189,58 @@ class Report:
             + md_table(ratio_headers, ratios)
         )
 
+    LARGE_COLUMNS = (  # metric, value column, short name, ns per unit
+        ("put", "put µs", "put", 1e3),
+        ("get_latest_long", "latest µs (1,000)", "latest (1,000)", 1e3),
+        ("get_latest_short", "latest µs (10)", "latest (10)", 1e3),
+        ("get_id_long", "by id µs (1,000)", "by id (1,000)", 1e3),
+        ("get_id_short", "by id µs (10)", "by id (10)", 1e3),
+        ("list_long", "list ms (1,000)", "list (1,000)", 1e6),
+    )
+
+    def own_peer(self, c: Contender) -> str:
+        """The official saver of ``c``'s own database, driven like ``c``."""
+        return self.peer(c, c.backend)
+
+    def large(self) -> str:
+        """Tables: large-state medians, then ratios to the saver's own peer and to
+        InMemorySaver (both driven the same way)."""
+        contenders = self.rows_for("large")
+        values, ratios = [], []
+        for c in contenders:
+            row = [c.name, c.driver]
+            for metric, _, _, scale in self.LARGE_COLUMNS:
+                value = self.median("large", c.key, metric)
+                row.append(fmt_num(None if value is None else value / scale))
+            values.append(row)
+            peer = self.by_key.get(self.own_peer(c))
+            row = [c.name, c.driver, peer.name if peer else "–"]
+            for metric, _, _, _ in self.LARGE_COLUMNS:
+                mine = self.median("large", c.key, metric)
+                row.append(fmt_ratio(ratio(mine, self.median("large", self.own_peer(c), metric))))
+            for metric in ("get_latest_long", "get_id_long"):
+                mine = self.median("large", c.key, metric)
+                memory = self.median("large", self.peer(c, "memory"), metric)
+                row.append(fmt_ratio(ratio(mine, memory)))
+            for metric in ("get_latest", "get_id"):
+                row.append(fmt_ratio(ratio(
+                    self.median("large", c.key, f"{metric}_long"),
+                    self.median("large", c.key, f"{metric}_short"),
+                )))  # fmt: skip
+            ratios.append(row)
+        headers = ["saver", "driver"] + [title for _, title, _, _ in self.LARGE_COLUMNS]
+        ratio_headers = (
+            ["saver", "driver", "peer"]
+            + [f"{short} × peer" for _, _, short, _ in self.LARGE_COLUMNS]
+            + ["latest × InMemorySaver†", "by id × InMemorySaver†", "latest 1,000 ÷ 10",
+               "by id 1,000 ÷ 10"]
+        )  # fmt: skip
+        return (
+            md_table(headers, values)
+            + "\n\nRatios (peer: the official saver of the same database, driven the same "
+            "way; lower is better):\n\n" + md_table(ratio_headers, ratios)
+        )
+
     def concurrency(self) -> str:
         """Table: super-steps per second under concurrency."""
         rows = []
@@ -1132,6 +1333,16 @@ class Report:
                 f"{s.long_thread:,} and {s.short_thread} checkpoints of {s.window} messages "
                 f"each, {s.lookups} lookups of each kind per repetition; delete_thread: the "
                 f"{s.steps}-checkpoint thread.\n\n" + self.micro()
+            )
+        if self.rows_for("large"):
+            parts.append(
+                f"### Large state\n\nTen channels, three of about {s.large_kb} KB (a window of "
+                "messages, retrieved documents, a scratchpad) and seven small ones; every "
+                "channel has a new value at every put, every checkpoint but the last has two "
+                f"pending writes. Medians over {s.reps['large']} interleaved repetitions: "
+                f"{s.large_puts} puts each, {s.lookups} lookups of each kind on threads of "
+                f"{s.long_thread:,} and {s.short_thread} checkpoints, one `list` of the "
+                f"{s.long_thread:,}-checkpoint thread.\n\n" + self.large()
             )
         if self.rows_for("concurrency"):
             parts.append(

@@ -42,12 +42,30 @@ def test_saver_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
         ("PersistSaver (PostgreSQL)", "ainvoke"),
     ]:
         assert f"| {name} | {driver} |" in graph_table, graph_table
-    for heading in ("### Micro-operations", "### Concurrency", "### Storage", "### Resume"):
+    for heading in ("### Micro-operations", "### Large state", "### Concurrency", "### Storage",
+                    "### Resume"):
         assert heading in result.stdout
 
     results = json.loads(out.read_text())["results"]
-    assert set(results) >= {"graph", "graph_sync", "micro", "concurrency", "storage", "resume"}
+    assert set(results) >= {"graph", "graph_sync", "micro", "large", "concurrency", "storage",
+                            "resume"}
     assert results["graph"]["postgres"]["ms"]["median"] > 0
+    assert results["large"]["persist-pg-async"]["get_latest_long"]["median"] > 0
+
+
+def test_saver_steps_smoke(tmp_path: Path, pg_admin_url: str) -> None:
+    """``saver_steps.py`` (the per-step breakdown) runs end to end on a tiny graph."""
+    out = tmp_path / "steps.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/saver_steps.py", "--rounds", "1", "--steps", "3",
+         "--only", "memory,memory-async,sqlite,persist-sqlite,persist-pg-async",
+         "--json", str(out), "--pg", pg_admin_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert "| PersistSaver (SQLite) | invoke |" in result.stdout
+    samples = json.loads(out.read_text())
+    assert samples["persist-sqlite"]["put_cpu"][0] > 0
 
 
 def test_handler_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:

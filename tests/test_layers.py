@@ -3,7 +3,8 @@
 Layers, bottom to top (README, "Architecture"): the foundation modules at the package root (and
 the public `testing`, which needs only langchain-core), then
 ``_db``, ``_checkpoint``, ``_results``, ``_callbacks``, ``server``, ``_cli``; the package's
-``__init__`` and ``__main__`` sit on top.  Route modules of the server share what
+``__init__`` and ``__main__``, and ``langgraph_server`` (the Agent Server's factory), sit on
+top.  Route modules of the server share what
 they need through ``server/_state.py``, never through each other.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "langchain_persist"
 FOUNDATION = {"_errors", "_ids", "_sanitize", "_aio", "_records", "_process", "_imports", "testing"}
 LAYERS = ["_db", "_checkpoint", "_results", "_callbacks", "server", "_cli"]
-TOP = {"__init__", "__main__"}
+TOP = {"__init__", "__main__", "langgraph_server"}
 
 
 def rank(module: tuple[str, ...]) -> int:

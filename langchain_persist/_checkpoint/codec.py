@@ -10,7 +10,7 @@ bytes only, and names its base.  The check is on bytes, so it holds however the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import zstandard
@@ -44,11 +44,46 @@ def pack(type_: str, raw: bytes) -> tuple[str, bytes]:
     return type_, raw
 
 
-def unpack(type_: str, blob: bytes) -> tuple[str, bytes]:
-    """Undo `pack`."""
+def unpack(type_: str, blob: bytes, memo: Inflated | None = None) -> tuple[str, bytes]:
+    """Undo `pack` (with ``memo``, a blob decompressed before is not decompressed again)."""
     if type_.endswith(ZSTD):
+        if memo is not None and len(blob) >= MEMO_MIN_BYTES:
+            return type_[: -len(ZSTD)], memo.inflate(blob)
         return type_[: -len(ZSTD)], _zstd.decompressor.decompress(blob)
     return type_, bytes(blob)
+
+
+MEMO_MIN_BYTES = 512  # smaller blobs decompress faster than they are looked up
+MEMO_MAX_BYTES = 32 * 1024 * 1024
+
+
+class Inflated:
+    """Blobs decompressed lately, by their compressed bytes: a checkpoint read again (the
+    latest of a thread, at every run and every state read) and the base that the tails of a
+    list share are decompressed once.  Keyed by content, not by row, so it can never answer
+    for a row that changed; bounded in bytes, oldest out first."""
+
+    def __init__(self, max_bytes: int = MEMO_MAX_BYTES) -> None:
+        self._entries: dict[bytes, bytes] = {}
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def inflate(self, blob: bytes) -> bytes:
+        """The decompressed bytes of a zstd blob."""
+        key = bytes(blob)
+        raw = self._entries.get(key)
+        if raw is not None:
+            return raw
+        raw = _zstd.decompressor.decompress(key)
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = raw
+                self._bytes += len(raw) + len(key)
+                while self._bytes > self._max_bytes and self._entries:
+                    old = next(iter(self._entries))
+                    self._bytes -= len(self._entries.pop(old)) + len(old)
+        return raw
 
 
 def dump(serde: Any, value: Any, what: str) -> tuple[str, bytes]:
@@ -97,10 +132,10 @@ def join_tail(base: bytes, tail: bytes) -> bytes:
     return tail[:head] + base[_array_header(base) :] + tail[head:]
 
 
-def load(serde: Any, type_: str, blob: bytes, what: object) -> Any:
+def load(serde: Any, type_: str, blob: bytes, what: object, memo: Inflated | None = None) -> Any:
     """Deserialize a stored value (`pack`'s form); a failure raises `SerializationError` naming
     ``what`` (formatted only then) and the fix."""
-    return decode(serde, unpack(type_, blob), what)
+    return decode(serde, unpack(type_, blob, memo), what)
 
 
 def decode(serde: Any, typed: tuple[str, bytes], what: object) -> Any:
@@ -118,38 +153,36 @@ def decode(serde: Any, typed: tuple[str, bytes], what: object) -> Any:
 
 
 def load_value(
-    serde: Any, row: Any, rows: Mapping[tuple[str, str], Any], where: object = "a checkpoint"
+    serde: Any, row: tuple[Any, ...], where: object = "a checkpoint",
+    memo: Inflated | None = None,
 ) -> Any:
-    """Deserialize a stored channel value; a tail is joined to its base from ``rows``."""
-    stype, raw = unpack(row.type, row.blob)
-    if row.base_version is not None:
-        base = rows.get((row.channel, row.base_version))
-        if base is None:
+    """Deserialize a stored channel value, ``(channel, version, type, blob, base_version,
+    base_type, base_blob)``: a tail is joined to its base, read with it."""
+    channel, version, type_, blob, base_version, base_type, base_blob = row
+    stype, raw = unpack(type_, blob, memo)
+    if base_version is not None:
+        if base_blob is None:
             raise StorageError(
-                f"channel {row.channel!r} version {row.version} is stored as what was "
-                f"appended to version {row.base_version}, which is gone (deleted by "
-                "another process while this thread ran?); resume from an earlier checkpoint"
+                f"channel {channel!r} version {version} is stored as what was appended to "
+                f"version {base_version}, which is gone (deleted by another process while "
+                "this thread ran?); resume from an earlier checkpoint"
             )
-        raw = join_tail(unpack(base.type, base.blob)[1], raw)
+        raw = join_tail(unpack(base_type, base_blob, memo)[1], raw)
     try:
         return serde.loads_typed((stype, raw))
     except Exception:  # said once, when it fails: no message is built per value read
-        return decode(serde, (stype, raw), f"channel {row.channel!r} of {where}")
+        return decode(serde, (stype, raw), f"channel {channel!r} of {where}")
 
 
 def load_values(
     serde: Any,
-    versions: Mapping[str, str],
-    rows: Mapping[tuple[str, str], Any],
+    rows: Iterable[tuple[Any, ...]],
     where: object = "a checkpoint",
+    memo: Inflated | None = None,
 ) -> dict[str, Any]:
-    """The channel values a checkpoint's versions name (channels stored empty are left out)."""
-    values = {}
-    for channel, version in versions.items():
-        row = rows.get((channel, version))
-        if row is not None and row.type != EMPTY:
-            values[channel] = load_value(serde, row, rows, where)
-    return values
+    """The channel values of a checkpoint from its value rows (see `load_value`); channels
+    stored empty are left out."""
+    return {row[0]: load_value(serde, row, where, memo) for row in rows if row[2] != EMPTY}
 
 
 def load_serde(spec: str) -> Any:

@@ -5,7 +5,10 @@ was checked, and caches that other layers keep per database).  The registry at t
 this module shares one `Database` per URL among the objects of the process that use it:
 `acquire` counts a user in, `release` counts it out, and the last release closes the pools and
 forgets the database, its schema check and its caches.  In the child of an ``os.fork()`` every
-open database gets new pools (the parent's connections are left to the parent)."""
+open database gets new pools (the parent's connections are left to the parent).
+
+On PostgreSQL a `Database` also owns psycopg's async pools (`apool`), one per event loop,
+opened by the first async call on that loop and closed with the sync pools."""
 
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 from .._errors import ConfigurationError, SchemaError, StorageError
 from .._process import after_fork_in_child
 from .._sanitize import dumps
+from .apool import AsyncPools
 
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
@@ -86,6 +90,13 @@ class Database:
             if self.dialect == "postgresql"
             else self.engine
         )
+        # PostgreSQL: psycopg's async pools, one per event loop, made on first async use
+        self.is_async_native = self.dialect == "postgresql"
+        self._apools: AsyncPools | None = (
+            AsyncPools(_conninfo(self.url), _async_connect_kwargs(), max_size=ASYNC_POOL_SIZE)
+            if self.is_async_native
+            else None
+        )
         self.schema_checked = False
         self.refs = 0  # objects using it (see `acquire` and `release`)
         self.caches: dict[str, Any] = {}  # per-database state of upper layers (see `cache`)
@@ -142,23 +153,26 @@ class Database:
             ) from exc
 
     @contextmanager
-    def cursor(self, *, write: bool = False) -> Iterator[Any]:
-        """A raw DBAPI cursor for the hot paths (see `_store._prepared`).
+    def cursor(self, *, write: bool = False, atomic: bool = False) -> Iterator[Any]:
+        """A raw DBAPI cursor for the hot paths (see `sql.prepared` and `plans`).
 
         On PostgreSQL it is in autocommit mode: each statement the store runs commits by
-        itself.  On SQLite a write runs in one ``BEGIN IMMEDIATE`` transaction.  Driver errors
-        come out as `StorageError`, and a connection that failed is not reused.
+        itself, unless ``atomic`` asks for one transaction.  On SQLite a write runs in one
+        ``BEGIN IMMEDIATE`` transaction.  Driver errors come out as `StorageError`, and a
+        connection that failed is not reused.
         """
-        in_transaction = write and self.dialect == "sqlite"
+        sqlite = self.dialect == "sqlite"
+        in_transaction = (write and sqlite) or (atomic and not sqlite)
+        begin = "BEGIN IMMEDIATE" if sqlite else "BEGIN"
         with self._sqlite_writer if write else nullcontext():
             try:
                 conn = self.fast.raw_connection()
             except (self.fast.dialect.loaded_dbapi.Error, SQLAlchemyError) as exc:
                 raise self._failed(write, exc) from exc
             try:
-                cur = conn.cursor()
+                cur = conn.cursor(binary=True) if not sqlite else conn.cursor()
                 if in_transaction:
-                    cur.execute("BEGIN IMMEDIATE")
+                    cur.execute(begin)
                 try:
                     yield cur
                 except BaseException:
@@ -174,6 +188,40 @@ class Database:
             finally:
                 conn.close()
 
+    @asynccontextmanager
+    async def acursor(self, *, write: bool = False, atomic: bool = False) -> AsyncIterator[Any]:
+        """`cursor` for async callers on PostgreSQL: a psycopg async cursor from the running
+        loop's pool (autocommit, or one transaction when ``atomic``)."""
+        assert self._apools is not None, "async cursors are for PostgreSQL"
+        import psycopg
+
+        try:
+            pool = await self._apools.get()
+            async with pool.connection() as conn, conn.cursor(binary=True) as cur:
+                if atomic:
+                    await cur.execute("BEGIN")
+                try:
+                    yield cur
+                except BaseException:
+                    if atomic and not conn.closed:
+                        await cur.execute("ROLLBACK")
+                    raise
+                if atomic:
+                    await cur.execute("COMMIT")
+        except psycopg.Error as exc:
+            self._check_missing_table(exc)
+            raise self._failed(write, exc) from exc
+
+    def commit_and_begin(self, cursor: Any) -> None:
+        """Commit the transaction of a `cursor` and begin the next one."""
+        cursor.execute("COMMIT")
+        cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+
+    async def acommit_and_begin(self, cursor: Any) -> None:
+        """`commit_and_begin` for an `acursor`."""
+        await cursor.execute("COMMIT")
+        await cursor.execute("BEGIN")
+
     def _failed(self, write: bool, exc: BaseException) -> StorageError:
         text = str(exc).strip()
         first_line = text.splitlines()[0] if text else ""
@@ -187,14 +235,30 @@ class Database:
         self.engine.dispose()
         if self.fast is not self.engine:
             self.fast.dispose()
+        if self._apools is not None:
+            self._apools.close()
         self.schema_checked = False
         self.caches.clear()
+
+    async def adispose(self) -> None:
+        """`dispose` from async code: the running loop's async pool is closed before it
+        returns."""
+        if self._apools is not None:
+            await self._apools.aclose()
+        self.dispose()
+
+    @property
+    def async_pools(self) -> int:
+        """How many async pools are open (one per event loop that used the database)."""
+        return len(self._apools) if self._apools is not None else 0
 
     def _after_fork(self) -> None:
         """In a forked child: new pools (the parent keeps its connections), locks and caches."""
         self.engine.dispose(close=False)
         if self.fast is not self.engine:
             self.fast.dispose(close=False)
+        if self._apools is not None:
+            self._apools.forget()
         self.caches.clear()
         self._new_locks()
 
@@ -288,6 +352,19 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
             raise DisconnectionError(f"stale pooled connection: {exc}") from exc
 
     return engine
+
+
+ASYNC_POOL_SIZE = 16
+
+
+def _conninfo(url: str) -> str:
+    """The libpq connection string of a ``postgresql+psycopg://`` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _async_connect_kwargs() -> dict[str, Any]:
+    """How async connections are set up: autocommit, prepared statements as the sync pools."""
+    return {"autocommit": True, "prepare_threshold": _prepare_threshold()}
 
 
 def _prepare_threshold() -> int | None:
@@ -387,6 +464,19 @@ def _settle() -> None:
             _open_lock.release()
         for db in gone:
             db.dispose()
+
+
+async def arelease(db: Database) -> None:
+    """`release` from async code: when it was the last user, the running loop's async pool
+    is closed before it returns."""
+    with _open_lock:
+        db.refs -= 1
+        last = db.refs <= 0
+        if last and _open.get(db.url) is db:
+            del _open[db.url]
+    _settle()
+    if last:
+        await db.adispose()
 
 
 def dispose_database(url: str | None = None) -> None:

@@ -10,13 +10,14 @@ use.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .engine import Database, MissingTableError, acquire, release, resolve_url
+from .engine import Database, MissingTableError, acquire, arelease, release, resolve_url
 from .migrate import ensure_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +43,14 @@ class Lease:
         db = self._db
         if db is None or not db.schema_checked:
             db = self._open()
+        return db
+
+    async def adb(self) -> Database:
+        """`db` for async callers: opening it (and checking the schema) runs in a worker
+        thread, once; afterwards it is an attribute read."""
+        db = self._db
+        if db is None or not db.schema_checked:
+            db = await asyncio.to_thread(self._open)
         return db
 
     def _open(self) -> Database:
@@ -70,6 +79,14 @@ class Lease:
         if self._release is not None:
             self._release()
 
+    async def aclose(self) -> None:
+        """`close` from async code: when this was the database's last user, the running
+        loop's async pool is closed before it returns."""
+        db, finalizer = self._db, self._release
+        self._db = None
+        if finalizer is not None and finalizer.detach() is not None and db is not None:
+            await arelease(db)
+
 
 class Leased:
     """An object that uses one database through a `Lease` (the service, the saver): its URL,
@@ -92,6 +109,11 @@ class Leased:
         """Release the database (the last user of a URL closes its pools); it is opened again
         if used again."""
         self._lease.close()
+
+    async def aclose(self) -> None:
+        """`close` from async code: when this was the database's last user, the running loop's
+        async pool is closed before it returns."""
+        await self._lease.aclose()
 
 
 def recheck_schema(method: F) -> F:

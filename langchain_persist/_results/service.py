@@ -20,6 +20,7 @@ from .._aio import async_twin
 from .._checkpoint.codec import load_values
 from .._db.engine import is_outage
 from .._db.lease import Lease, Leased, recheck_schema
+from .._db.plans import run_on
 from .._db.schema import agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
 from .._db.sql.paging import as_utc
@@ -505,12 +506,14 @@ class ResultsPersistenceService(Leased):
     def _checkpoint_values(self, conn: Any, row: Any) -> dict[str, Any]:
         """The channel values of a checkpoint `PersistSaver` stored, as JSON, decoded with
         ``serde`` (raises `SerializationError` naming the fix when it cannot)."""
-        values, _ = checkpoints.get_values_and_writes(
-            conn.connection.cursor(), conn.dialect, row.thread_id, row.checkpoint_ns,
-            row.versions.items(), [],
+        values = run_on(
+            conn.connection.cursor(),
+            checkpoints.read_values(
+                conn.dialect, row.thread_id, row.checkpoint_ns, row.versions.items()
+            ),
         )
         where = f"checkpoint {row.checkpoint_id!r} of thread {row.thread_id!r}"
-        return jsonable(load_values(self.serde, row.versions, values, where=where))  # type: ignore[no-any-return]
+        return jsonable(load_values(self.serde, values, where=where))  # type: ignore[no-any-return]
 
     # -- cleanup ------------------------------------------------------------------------------
 

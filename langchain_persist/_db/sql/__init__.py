@@ -1,5 +1,6 @@
-"""All SQL lives here: one module per table group, each function taking a `Connection`.
+"""All SQL lives here: one module per table group.
 
-The functions are plain and synchronous; the service and the saver run them in a transaction,
-and their async twins run the same functions in a worker thread.
+The service's functions take a `Connection` and are synchronous (their async twins run them in
+a worker thread); the saver's are plans (`..plans`): generators of statements that a sync and
+an async runner both drive.
 """

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
 from sqlalchemy import Connection, Table, func, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.selectable import Join
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 
@@ -35,3 +38,31 @@ def metadata_filter(conn: Connection, column: Any, filter: dict[str, Any]) -> li
         elif isinstance(value, bool | int | float | str):
             conditions.append(func.json_extract(column, path) == value)
     return conditions
+
+
+class _OrderedJoin(Join):
+    """An inner join whose left side stays the outer loop: ``CROSS JOIN`` on SQLite, whose
+    planner reorders every other inner join (and would scan a thread's values to probe a
+    ``json_each`` list, rather than probe the values' primary key per list item)."""
+
+    inherit_cache = True
+
+
+@compiles(_OrderedJoin, "sqlite")
+def _ordered_join_sqlite(
+    join: _OrderedJoin, compiler: Any, asfrom: bool = False, from_linter: Any = None, **kw: Any
+) -> str:
+    # SQLAlchemy's visit_join, with the one keyword changed
+    if from_linter:
+        from_linter.edges.update(
+            itertools.product(join.left._from_objects, join.right._from_objects)
+        )
+    left = join.left._compiler_dispatch(compiler, asfrom=True, from_linter=from_linter, **kw)
+    right = join.right._compiler_dispatch(compiler, asfrom=True, from_linter=from_linter, **kw)
+    on = join.onclause._compiler_dispatch(compiler, from_linter=from_linter, **kw)
+    return f"{left} CROSS JOIN {right} ON {on}"
+
+
+def ordered_join(left: Any, right: Any, onclause: Any) -> Join:
+    """``left JOIN right ON onclause``, with ``left`` kept as the outer loop on SQLite."""
+    return _OrderedJoin(left, right, onclause)

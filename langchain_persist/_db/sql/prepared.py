@@ -3,7 +3,9 @@
 On the saver's hot paths (a checkpoint put, a pending write, a checkpoint read) SQLAlchemy's
 per-call execution machinery costs more than the database round trip itself.  A `Prepared`
 keeps what SQLAlchemy would do for the statement (its SQL, its parameter order and its type
-processors, all taken from the compiled statement) and does only that on each call.
+processors, all taken from the compiled statement) and does only that on each call.  It runs
+on a sync DBAPI cursor (`execute`, `fetch`) and on a psycopg async cursor (`aexecute`,
+`afetch`) alike: the same SQL and parameters either way.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from sqlalchemy.engine import Dialect
 class Prepared:
     """One compiled statement for one dialect."""
 
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
+    def __init__(self, statement: Any, dialect: Dialect, *, raw: bool = False) -> None:
         compiled = statement.compile(dialect=dialect)
+        self.raw = raw  # rows as the driver returns them (no named tuples, no processors)
         self.sql = str(compiled)
         self._order: Sequence[str] | None = compiled.positiontup if dialect.positional else None
         self._binds: dict[str, Callable[[Any], Any]] = {}
@@ -36,7 +39,7 @@ class Prepared:
             columns = list(statement.selected_columns)
         elif getattr(statement, "_returning", ()):  # INSERT / UPDATE ... RETURNING
             columns = list(statement.exported_columns)
-        if columns is not None:
+        if columns is not None and not raw:
             self._results = [
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
             ]
@@ -56,17 +59,40 @@ class Prepared:
         """Run the statement."""
         cursor.execute(self.sql, self.params(values))
 
+    def execute_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
+        """Run the statement once per item of ``values`` (``executemany``)."""
+        cursor.executemany(self.sql, [self.params(v) for v in values])
+
     def fetch(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
         """Run a SELECT (or a RETURNING statement) and return its rows as named tuples, values
-        processed by type."""
+        processed by type (or, for a ``raw`` statement, the driver's rows as they are)."""
         cursor.execute(self.sql, self.params(values))
+        return self.rows(cursor.fetchall())
+
+    async def aexecute(self, cursor: Any, values: Mapping[str, Any]) -> None:
+        """`execute` on an async cursor."""
+        await cursor.execute(self.sql, self.params(values))
+
+    async def aexecute_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
+        """`execute_many` on an async cursor."""
+        await cursor.executemany(self.sql, [self.params(v) for v in values])
+
+    async def afetch(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
+        """`fetch` on an async cursor."""
+        await cursor.execute(self.sql, self.params(values))
+        return self.rows(await cursor.fetchall())
+
+    def rows(self, fetched: list[Any]) -> list[Any]:
+        """The driver's rows as this statement returns them."""
+        if self.raw:
+            return fetched
         assert self._row is not None
         make, processors = self._row._make, self._results
         if not any(processors):
-            return [make(row) for row in cursor.fetchall()]
+            return [make(row) for row in fetched]
         return [
             make(p(value) if p else value for p, value in zip(processors, row, strict=True))
-            for row in cursor.fetchall()
+            for row in fetched
         ]
 
 
@@ -76,6 +102,17 @@ def prepared(build: Callable[..., Any]) -> Callable[..., Prepared]:
     @functools.lru_cache(maxsize=512)
     def cached(dialect: Dialect, *args: Any) -> Prepared:
         return Prepared(build(dialect.name, *args), dialect)
+
+    cached.__doc__ = build.__doc__
+    return cached
+
+
+def prepared_raw(build: Callable[..., Any]) -> Callable[..., Prepared]:
+    """`prepared` for a statement whose rows the caller reads as the driver returns them."""
+
+    @functools.lru_cache(maxsize=512)
+    def cached(dialect: Dialect, *args: Any) -> Prepared:
+        return Prepared(build(dialect.name, *args), dialect, raw=True)
 
     cached.__doc__ = build.__doc__
     return cached
