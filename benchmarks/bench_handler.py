@@ -179,6 +179,11 @@ def handlers(sqlite_url: str, pg_url: str, before: Any = None) -> dict[str, Any]
         "empty handler": [EmptyHandler()],
         "PersistCallbackHandler (SQLite)": [PersistCallbackHandler("a", service=sqlite_service)],
         "PersistCallbackHandler (PostgreSQL)": [PersistCallbackHandler("a", service=pg_service)],
+        # the spool's cost: the same handlers without it
+        "PersistCallbackHandler (SQLite, no spool)": [
+            PersistCallbackHandler("a", service=sqlite_service, spool=False)],
+        "PersistCallbackHandler (PostgreSQL, no spool)": [
+            PersistCallbackHandler("a", service=pg_service, spool=False)],
     }
     if before is not None:
         for label, url in (("SQLite", sqlite_url.replace(".db", "-before.db")), ("PostgreSQL",
@@ -269,11 +274,14 @@ def bench_ingest(urls: dict[str, str], rows: int, rounds: int, before: Any = Non
         for name, url in urls.items():
             service = service_cls(url)
             service.find_results(limit=1)
-            contenders[f"{name}{suffix}"] = (service, writer_cls, event_cls)
+            contenders[f"{name}{suffix}"] = (service, writer_cls, event_cls, {})
+            if not suffix:  # the spool's cost: this writer without it
+                contenders[f"{name} (no spool)"] = (service, writer_cls, event_cls,
+                                                    {"spool": False})
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
-        for name, (service, writer_cls, event_cls) in contenders.items():
-            writer = writer_cls(service, max_queue=rows + 1)
+        for name, (service, writer_cls, event_cls, options) in contenders.items():
+            writer = writer_cls(service, max_queue=rows + 1, **options)
             run, execution = uuid.uuid4(), str(uuid.uuid4())
             context = {"thread_id": "t-1", "langgraph_node": "tools", "langgraph_step": 3}
             extra = {"tool_call_id": "call-1"}

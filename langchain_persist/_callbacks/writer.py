@@ -183,7 +183,7 @@ class BackgroundWriter:
         self._retry_at = 0.0
         self._backoff = 0.0
         self._orphans = True  # a dead process's spool may wait in the directory
-        self._warned = False
+        self._warned: set[str] = set()
         self._close_lock = threading.Lock()
         self.spool: Spool | None = None
         if self.spool_directory is not None:
@@ -344,6 +344,8 @@ class BackgroundWriter:
                     marker.done.set()  # on local disk: the caller may go on
                     marker = None
                 if marker is not None:
+                    if self._orphans:
+                        self._replay_orphans()
                     self._store(force=True)
                     self._retry_results()
                 else:
@@ -545,10 +547,10 @@ class BackgroundWriter:
             if record.kind == "open":  # an id refused: counted once here, as the end is
                 self._count_drop("results", 1, exc)
             return True  # (progress that arrived after the run finished: nothing to do)
-        except PersistenceError as exc:
-            if record.kind != "final":
-                self._count_drop("results", 1, exc)
-            return False
+        except PersistenceError:
+            # an opening or a progress that could not be written is not retried: the end of the
+            # run (retried, and spooled) writes the whole row
+            return record.kind != "final"
         self.written["results"] += 1
         return True
 
@@ -586,8 +588,11 @@ class BackgroundWriter:
         self._warn_once(f"could not store {kind}: {reason}")
 
     def _warn_once(self, reason: str, *, spooled: bool = False) -> None:
-        if not self._warned:
-            self._warned = True
+        """Say it once an episode: that events wait in the spool, and (apart) that some are
+        lost."""
+        what = "kept" if spooled else "dropped"
+        if what not in self._warned:
+            self._warned.add(what)
             logger.warning(
                 "langchain-persist %s: %s. The agent is not affected; counts are in "
                 "handler.dropped. This is reported once until writes succeed again.",
@@ -597,7 +602,7 @@ class BackgroundWriter:
 
     def _recovered(self) -> None:
         if self._warned and self._queue.qsize() < self.max_queue // 2:
-            self._warned = False
+            self._warned = set()
             logger.warning(
                 "langchain-persist stores events again (dropped so far: %s)", dict(self.dropped)
             )

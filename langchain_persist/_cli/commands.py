@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,8 +56,13 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="List stored runs, or show one in full.", no_args_is_help=True)
 db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
+spool_app = typer.Typer(
+    help="What writers left on local disk: see it, and store what dead processes left.",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(spool_app, name="spool")
 
 
 # -- the demo --------------------------------------------------------------------------------
@@ -412,6 +418,72 @@ def ui(
                   f"(read-only, {escape(where(url))}; Ctrl-C to stop)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning" if port else "info",
                 timeout_graceful_shutdown=5)
+
+
+# -- the spool -----------------------------------------------------------------------------
+
+SpoolDir = Annotated[
+    Path | None,
+    typer.Option("--dir", help="The spool directory (default: the database's, see the README).",
+                 show_default=False),
+]
+
+
+def _spool_directory(url: str | None, directory: Path | None) -> Path:
+    from .._callbacks.spool import default_directory
+
+    found = directory or default_directory(resolve_url(url))
+    if found is None:
+        fail("the spool is off ($LANGCHAIN_PERSIST_SPOOL=off): pass --dir", markup=False)
+    return found
+
+
+@spool_app.command("status")
+def spool_status(url: Url = None, directory: SpoolDir = None, json_: Json = False) -> None:
+    """Show the spool files of a database: whose, alive or not, how much waits in each."""
+    from .._callbacks.spool import files
+
+    where_ = _spool_directory(url, directory)
+    found = files(where_)
+    if json_:
+        typer.echo(to_json({"directory": str(where_), "files": [
+            {"path": str(f.path), "url": f.url, "alive": f.alive, "waiting_bytes": f.waiting}
+            for f in found]}))
+        return
+    if not found:
+        console.print(f"No spool files in {escape(str(where_))}: nothing waits.")
+        return
+    for f in found:
+        state = "[green]alive[/]" if f.alive else "[yellow]left by a stopped process[/]"
+        console.print(f"{escape(f.path.name)}  {state}  {f.waiting:,} bytes waiting  "
+                      f"[dim]{escape(f.url or '?')}[/]")
+    if any(not f.alive and f.waiting for f in found):
+        console.print("[dim]Store what stopped processes left: langchain-persist spool replay[/]")
+
+
+@spool_app.command("replay")
+def spool_replay(url: Url = None, directory: SpoolDir = None, json_: Json = False) -> None:
+    """Store what stopped processes left in the spool (each row once), with progress."""
+    from .._callbacks.spool import files, replay
+
+    where_ = _spool_directory(url, directory)
+    total = sum(f.waiting for f in files(where_) if not f.alive)
+    with database_errors(url):
+        service = ResultsPersistenceService(url)
+        if json_ or not total:
+            done = replay(where_, service, service, service.url)
+        else:
+            progress = Progress(TextColumn("spool"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=console)
+            with progress:
+                task = progress.add_task("spool", total=total)
+                done = replay(where_, service, service, service.url,
+                              progress=lambda n: progress.advance(task, n))
+    if json_:
+        typer.echo(to_json({"files": done.files, "rows": done.rows, "ends": done.ends}))
+        return
+    console.print(f"Stored {done.rows['traces']:,} traces, {done.rows['logs']:,} logs and "
+                  f"{done.ends} ends of runs from {done.files} file(s) of {escape(str(where_))}.")
 
 
 # -- the agent server ----------------------------------------------------------------------

@@ -305,10 +305,10 @@ class Runner:
         meta: dict[str, Any] = {"attempts": attempt}
         if interrupts:
             meta.update(interrupted=True, interrupts=interrupts)
+        await self.tracker.aflush()  # a client that sees the run completed sees all its traces
         stored = await self._store_end(log, lambda: self.tracker.complete_execution(
             log.execution_id, output, checkpoint_id=checkpoint_id, metadata=meta,
         ))
-        await self.tracker.aflush()  # so that a client reading the traces now sees them all
         data = {
             "executionId": log.execution_id, "output": jsonable(output), "resultId": row.id,
             "threadId": plan.thread_id, "checkpointId": checkpoint_id, "attempts": attempt,
@@ -327,11 +327,11 @@ class Runner:
         with contextlib.suppress(PersistenceError):  # the row says it: this is a nicety
             checkpoint_id = await self.service.alatest_checkpoint_id(plan.thread_id)
         try:
+            await self.tracker.aflush()
             stored = await self._store_end(log, lambda: self.tracker.fail_execution(
                 log.execution_id, text, checkpoint_id=checkpoint_id,
                 metadata={"attempts": attempt},
             ))
-            await self.tracker.aflush()
         except PersistenceError as exc:
             text, stored = f"{text} (and the failure could not be stored: {exc})", False
         log.publish("error", {

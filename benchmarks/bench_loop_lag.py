@@ -1,0 +1,108 @@
+"""Benchmark: how long the event loop stalls while 50 agents run at once with the handler.
+
+A ticker asks the loop to wake it every millisecond while ``--runs`` concurrent ``ainvoke``
+runs (``create_agent``, a scripted fake model, ``--calls`` tool calls each) are recorded by
+`PersistCallbackHandler`; its lateness is the loop's lag.  Reported: the worst lag and the p99,
+medians over interleaved rounds, for no handler, this code (spool on and off) and, with
+``--before REV``, another revision's handler.
+
+    python benchmarks/bench_loop_lag.py [--db sqlite|postgres] [--before REV] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _common import DEFAULT_PG_ADMIN_URL, PgDatabases, md_table  # noqa: E402
+from _versions import import_revision  # noqa: E402
+from handler_support import ScriptedChatModel, echo  # noqa: E402
+from langchain.agents import create_agent  # noqa: E402
+
+import langchain_persist  # noqa: E402
+
+
+async def lag_while(work: Any) -> list[float]:
+    """The ticker's lateness (ms) at each tick while ``work`` runs."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        start = loop.time()
+        await asyncio.sleep(0.001)
+        lags.append((loop.time() - start - 0.001) * 1000)
+    await task
+    return lags
+
+
+def one_round(callbacks: list[Any], runs: int, calls: int) -> list[float]:
+    agent = create_agent(ScriptedChatModel(plan=[["echo"]] * calls), [echo])
+
+    async def everything() -> None:
+        await asyncio.gather(*(agent.ainvoke({"messages": [("user", f"go {n}")]},
+                                             {"callbacks": callbacks}) for n in range(runs)))
+
+    return asyncio.run(lag_while(everything()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--pg", default=DEFAULT_PG_ADMIN_URL)
+    parser.add_argument("--before", metavar="REV")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--smoke", action="store_true", help="5 runs, 2 rounds")
+    args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.rounds = 5, 2
+    pg = PgDatabases(args.pg, "lplag")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/lag.db" if args.db == "sqlite" else pg.create("lag")
+        contenders: dict[str, list[Any]] = {
+            "no handler": [],
+            "this code (spool)": [langchain_persist.PersistCallbackHandler("lag", url=url)],
+            "this code (no spool)": [langchain_persist.PersistCallbackHandler(
+                "lag", url=url, spool=False)],
+        }
+        if args.before:
+            before = import_revision(args.before)
+            contenders[f"before ({args.before})"] = [before.PersistCallbackHandler(
+                "lag", url=url.replace("lag.db", "lag-before.db"))]
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+        try:
+            for callbacks in contenders.values():  # warm up every path
+                one_round(callbacks, 2, 1)
+            for round_ in range(args.rounds):
+                names = list(contenders)
+                names = names[round_ % len(names):] + names[:round_ % len(names)]
+                for name in names:
+                    lags = sorted(one_round(contenders[name], args.runs, args.calls))
+                    samples[name].append((lags[-1], lags[int(0.99 * (len(lags) - 1))]))
+                    time.sleep(0.1)
+        finally:
+            for callbacks in contenders.values():
+                for handler in callbacks:
+                    handler.close()
+            pg.drop_all()
+    rows = [[name, len(s), f"{statistics.median(w for w, _ in s):.2f}",
+             f"{max(w for w, _ in s):.2f}", f"{statistics.median(p for _, p in s):.2f}"]
+            for name, s in samples.items()]
+    print(f"### Event loop lag: {args.runs} concurrent ainvoke x {args.calls} tool calls, "
+          f"{args.db}\n")
+    print(md_table(["handler", "rounds", "worst lag ms (median of rounds)", "worst lag ms (max)",
+                    "p99 lag ms"], rows))
+
+
+if __name__ == "__main__":
+    main()
