@@ -4,7 +4,10 @@ A ticker asks the loop to wake it every millisecond while ``--runs`` concurrent 
 runs (``create_agent``, a scripted fake model, ``--calls`` tool calls each) are recorded by
 `PersistCallbackHandler`; its lateness is the loop's lag.  Reported: the worst lag and the p99,
 medians over interleaved rounds, for no handler, this code (spool on and off) and, with
-``--before REV``, another revision's handler.
+``--before REV``, another revision's handler.  The agents' own steps stall the loop too (see the
+"no handler" row: the garbage collector's full collections take ~100 ms here), so the
+handler's share is also measured directly: the longest time any one of its callbacks held the
+loop, less the collector's pauses inside it, and how many collector pauses over 2 ms a round had.
 
     python benchmarks/bench_loop_lag.py [--db sqlite|postgres] [--before REV] [--smoke]
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -42,6 +46,48 @@ async def lag_while(work: Any) -> list[float]:
         lags.append((loop.time() - start - 0.001) * 1000)
     await task
     return lags
+
+
+class Collector:
+    """The garbage collector's pauses: their total (ms) and how many took over 2 ms."""
+
+    total = 0.0
+    long = 0
+    _start = 0.0
+
+    @classmethod
+    def watch(cls, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            cls._start = time.perf_counter()
+            return
+        pause = (time.perf_counter() - cls._start) * 1000
+        cls.total += pause
+        cls.long += pause > 2
+
+
+gc.callbacks.append(Collector.watch)
+
+
+class Holds:
+    """The longest time (ms) any one callback of the wrapped handlers held the loop, less the
+    garbage collector's pauses within it."""
+
+    def __init__(self, handlers: list[Any]) -> None:
+        self.longest = 0.0
+        for handler in handlers:
+            for name in dir(handler):
+                if name.startswith("on_") and callable(getattr(handler, name)):
+                    setattr(handler, name, self.timed(getattr(handler, name)))
+
+    def timed(self, method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start, collected = time.perf_counter(), Collector.total
+            try:
+                return method(*args, **kwargs)
+            finally:
+                held = (time.perf_counter() - start) * 1000 - (Collector.total - collected)
+                self.longest = max(self.longest, held)
+        return call
 
 
 def one_round(callbacks: list[Any], runs: int, calls: int) -> list[float]:
@@ -79,7 +125,9 @@ def main() -> None:
             before = import_revision(args.before)
             contenders[f"before ({args.before})"] = [before.PersistCallbackHandler(
                 "lag", url=url.replace("lag.db", "lag-before.db"))]
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+        holds = {name: Holds(callbacks) for name, callbacks in contenders.items()}
+        samples: dict[str, list[tuple[float, float, float, int]]] = {
+            name: [] for name in contenders}
         try:
             for callbacks in contenders.values():  # warm up every path
                 one_round(callbacks, 2, 1)
@@ -87,21 +135,28 @@ def main() -> None:
                 names = list(contenders)
                 names = names[round_ % len(names):] + names[:round_ % len(names)]
                 for name in names:
+                    holds[name].longest, Collector.long = 0.0, 0
                     lags = sorted(one_round(contenders[name], args.runs, args.calls))
-                    samples[name].append((lags[-1], lags[int(0.99 * (len(lags) - 1))]))
+                    samples[name].append((lags[-1], lags[int(0.99 * (len(lags) - 1))],
+                                          holds[name].longest, Collector.long))
                     time.sleep(0.1)
         finally:
             for callbacks in contenders.values():
                 for handler in callbacks:
                     handler.close()
             pg.drop_all()
-    rows = [[name, len(s), f"{statistics.median(w for w, _ in s):.2f}",
-             f"{max(w for w, _ in s):.2f}", f"{statistics.median(p for _, p in s):.2f}"]
+    rows = [[name, len(s), f"{statistics.median(w for w, *_ in s):.2f}",
+             f"{max(w for w, *_ in s):.2f}", f"{statistics.median(p for _, p, *_ in s):.2f}",
+             f"{statistics.median(h for *_, h, _ in s):.3f}" if contenders[name] else "-",
+             f"{max(h for *_, h, _ in s):.3f}" if contenders[name] else "-",
+             f"{statistics.median(c for *_, c in s):g}"]
             for name, s in samples.items()]
     print(f"### Event loop lag: {args.runs} concurrent ainvoke x {args.calls} tool calls, "
           f"{args.db}\n")
     print(md_table(["handler", "rounds", "worst lag ms (median of rounds)", "worst lag ms (max)",
-                    "p99 lag ms"], rows))
+                    "p99 lag ms", "longest callback ms (median)", "longest callback ms (max)",
+                    "collector pauses > 2 ms (median)"],
+                   rows))
 
 
 if __name__ == "__main__":
