@@ -34,7 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +168,10 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 # -- the measurements ---------------------------------------------------------------------------
 
 
-def handlers(sqlite_url: str, pg_url: str, before: Any = None) -> dict[str, Any]:
+def handlers(sqlite_url: str, pg_url: str, before: Any = None,
+             before_urls: dict[str, str] | None = None) -> dict[str, Any]:
     """Every contender's callbacks list, by name (with ``before``, also that revision's
-    handler, on a SQLite file of its own)."""
+    handler, on databases of its own: ``before_urls``)."""
     sqlite_service = ResultsPersistenceService(sqlite_url)
     pg_service = ResultsPersistenceService(pg_url)
     contenders = {
@@ -185,9 +186,8 @@ def handlers(sqlite_url: str, pg_url: str, before: Any = None) -> dict[str, Any]
         "PersistCallbackHandler (PostgreSQL, no spool)": [
             PersistCallbackHandler("a", service=pg_service, spool=False)],
     }
-    if before is not None:
-        for label, url in (("SQLite", sqlite_url.replace(".db", "-before.db")), ("PostgreSQL",
-                                                                                  pg_url)):
+    if before is not None and before_urls:
+        for label, url in zip(("SQLite", "PostgreSQL"), before_urls.values(), strict=True):
             service = before.ResultsPersistenceService(url)
             contenders[f"PersistCallbackHandler before ({label})"] = [
                 before.PersistCallbackHandler("a", service=service)]
@@ -266,12 +266,13 @@ def ingest_parts(before: Any = None) -> dict[str, tuple[Any, Any, Any]]:
     return parts
 
 
-def bench_ingest(urls: dict[str, str], rows: int, rounds: int, before: Any = None
-                 ) -> list[list[Any]]:
-    """Rows per second through each writer into each database, rounds interleaved."""
+def bench_ingest(urls: dict[str, str], rows: int, rounds: int, before: Any = None,
+                 before_urls: dict[str, str] | None = None) -> list[list[Any]]:
+    """Rows per second through each writer into each database, rounds interleaved (``before``
+    writes to ``before_urls``: an older schema)."""
     contenders = {}
     for suffix, (service_cls, writer_cls, event_cls) in ingest_parts(before).items():
-        for name, url in urls.items():
+        for name, url in (before_urls or urls if suffix else urls).items():
             service = service_cls(url)
             service.find_results(limit=1)
             contenders[f"{name}{suffix}"] = (service, writer_cls, event_cls, {})
@@ -366,11 +367,14 @@ def main() -> None:
     print(f"## Callback handler benchmark{' (smoke)' if args.smoke else ''}\n")
     print(f"Python {platform.python_version()}, {os.cpu_count()} cores, "
           f"{platform.platform()}; sizes: {sizes}\n")
-    with pg_database() as pg_url:
+    with ExitStack() as stack:
+        pg_url = stack.enter_context(pg_database())
         sqlite_url = f"sqlite:///{tmp / 'bench.db'}"
         urls = {"SQLite file": sqlite_url, "PostgreSQL": pg_url}
         before = import_revision(args.before) if args.before else None
-        contenders = handlers(sqlite_url, pg_url, before)
+        before_urls = {"SQLite file": f"sqlite:///{tmp / 'before.db'}",
+                       "PostgreSQL": stack.enter_context(pg_database())} if before else None
+        contenders = handlers(sqlite_url, pg_url, before, before_urls)
         for callbacks in contenders.values():
             for cb in callbacks:
                 if hasattr(cb, "service"):
@@ -395,7 +399,8 @@ def main() -> None:
              lambda: bench_invoke(contenders, sizes["rounds"], sizes["calls"])),
             ("Sustained ingest", "trace rows per second through the background writer",
              ["database", "rows", "rows / s"],
-             lambda: bench_ingest(urls, sizes["ingest"], sizes["ingest_rounds"], before)),
+             lambda: bench_ingest(urls, sizes["ingest"], sizes["ingest_rounds"], before,
+                                 before_urls)),
             ("Memory", "tool events pushed through the handler as fast as possible, fresh "
              "process; RSS in MiB",
              ["database", "events", "max_queue", "RSS before", "RSS peak", "RSS after flush",
