@@ -15,8 +15,10 @@ the event loop (~0.5 ms on SQLite, ~1 ms on PostgreSQL).
 
 What is recorded:
 
-- results: status ``running`` → ``completed`` (final output) or ``failed`` (error, partial
-  output); metadata ``usage`` (tokens from ``usage_metadata``), ``steps``, ``llm_calls``,
+- results: status ``running`` → ``completed`` (final output), ``failed`` (error, partial
+  output) or ``interrupted`` (stopped at an ``interrupt()`` to wait for input; when a later
+  run of the thread ends, it becomes ``completed``, or ``failed`` if that run failed);
+  metadata ``usage`` (tokens from ``usage_metadata``), ``steps``, ``llm_calls``,
   ``tool_calls``, ``duration_ms``, updated in the background after model calls (at most
   once a second per run);
   ``thread_id``, ``quest_id`` (run metadata) and ``checkpoint_id`` (the thread's newest
@@ -550,21 +552,39 @@ class PersistCallbackHandler(BaseCallbackHandler):
             summary["interrupted"] = True
         fields: dict[str, Any] = {"metadata": summary}
         if error is None:
-            fields.update(status="completed", result=final_output(outputs))
+            status = "interrupted" if summary.get("interrupted") else "completed"
+            fields.update(status=status, result=final_output(outputs))
         else:
             fields.update(status="failed", error=error_text(error), result=ex.partial)
         if ex.thread_id:  # a nicety: an outage is reported by the result write below
             with contextlib.suppress(Exception):
                 fields["checkpoint_id"] = self.results.latest_checkpoint_id(ex.thread_id)
+        stored = None
         try:
             if row.result_id is not None:
-                self.results.update_result(row.result_id, **fields)
+                stored = self.results.update_result(row.result_id, **fields)
             else:  # a short run: its whole row in one write
-                self.results.save_result(**self._whole_row(ex, fields))
+                stored = self.results.save_result(**self._whole_row(ex, fields))
         except PersistenceError as exc:
             self._result_failed("finish", ex, exc, fields)
         finally:
             self._finish_log(ex, error, summary)
+        if ex.thread_id and stored is not None:
+            self._resolve(ex, "failed" if error is not None else "completed", stored.id)
+
+    def _resolve(self, ex: ExecutionState, status: str, own_id: str) -> None:
+        """The run ended: earlier runs of its thread that waited at an interrupt() are resumed
+        (one blocking write, like the end of the run)."""
+        try:
+            self.results.resolve_interrupted(
+                ex.thread_id, status=status, resumed_by=str(ex.execution_id), keep=own_id
+            )
+        except PersistenceError as exc:
+            self.result_errors += 1
+            logger.error("langchain-persist could not mark the interrupted runs of thread %s "
+                         "resumed by execution %s: %s", ex.thread_id, ex.execution_id, exc)
+            if self.raise_error:
+                raise exc if isinstance(exc, StorageError) else StorageError(str(exc)) from exc
 
     @staticmethod
     def _whole_row(ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:

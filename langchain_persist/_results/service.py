@@ -140,8 +140,10 @@ class ResultsPersistenceService:
         """Update a result incrementally and return it.
 
         Only the fields given change; ``metadata`` is merged into the stored metadata (top-level
-        keys).  Moving to ``completed`` or ``failed`` sets ``completed_at``; a finished result
-        cannot move again (`ValidationError`), and an unknown id raises `NotFoundError`.
+        keys).  Moving from ``running`` to ``completed``, ``failed`` or ``interrupted`` sets
+        ``completed_at`` (when the run stopped); an ``interrupted`` result may then become
+        ``completed`` or ``failed`` (see `resolve_interrupted`); a finished result cannot move
+        again (`ValidationError`), and an unknown id raises `NotFoundError`.
         """
         changes: dict[str, Any] = {
             name: check.key(name, value)
@@ -246,6 +248,33 @@ class ResultsPersistenceService:
         }
         with self._blocking("mark stale results"), self.db.write() as conn:
             return results.mark_running_before(conn, when, values, agent_id=agent_id)
+
+    def resolve_interrupted(
+        self,
+        thread_id: str,
+        *,
+        status: str,
+        resumed_by: str | None = None,
+        keep: str | None = None,
+    ) -> list[str]:
+        """A later run of ``thread_id`` ended: its ``interrupted`` results are waiting no more.
+
+        They move to ``status`` (``completed`` or ``failed``: how the run that resumed them
+        ended; pass ``completed`` when it stopped at another interrupt), with ``resumed_by``
+        (that run's execution id) in their metadata; ``keep`` is a result id left alone (the
+        resuming run's own).  ``completed_at`` stays when each run stopped.  Returns the ids of
+        the results it moved.  The callback handler and the execution tracker call it when a
+        run ends.
+        """
+        if status not in results.FINISHED:
+            raise ValidationError(
+                f"an interrupted result can become completed or failed, not {status!r}"
+            )
+        key = check.key("thread_id", thread_id)
+        with self._blocking("resolve interrupted results"), self.db.write() as conn:
+            return results.resolve_interrupted(
+                conn, key, status=status, resumed_by=resumed_by, keep=keep, now=now()
+            )
 
     def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
         """The newest checkpoint id stored for a thread (by `PersistSaver`), or None."""
@@ -454,7 +483,8 @@ class ResultsPersistenceService:
     def cleanup_old_results(
         self, older_than: Age, *, on_progress: Callable[[int], None] | None = None
     ) -> int:
-        """Delete completed and failed results that finished before ``older_than``."""
+        """Delete completed and failed results that finished before ``older_than`` (running and
+        interrupted results stay)."""
         when = cutoff(older_than)
         return self._cleanup(
             lambda conn, n: results.delete_finished_before(conn, when, n), on_progress
@@ -567,6 +597,7 @@ class ResultsPersistenceService:
     acount_old_logs = async_twin(count_old_logs)
     acount_old_traces = async_twin(count_old_traces)
     amark_stale_results = async_twin(mark_stale_results)
+    aresolve_interrupted = async_twin(resolve_interrupted)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)
 
 

@@ -215,15 +215,20 @@ class Runner:
         checkpoint_id = state.config["configurable"].get("checkpoint_id")
         interrupts = interrupts_of(state)
         meta: dict[str, Any] = {"attempts": attempt}
-        if interrupts:
-            meta.update(interrupted=True, interrupts=interrupts)
-        await self.tracker.complete_execution(
-            log.execution_id, output, checkpoint_id=checkpoint_id, metadata=meta,
-        )
+        if interrupts:  # the run waits for input: interrupted, until a resume ends
+            await self.tracker.interrupt_execution(
+                log.execution_id, output, interrupts=interrupts, checkpoint_id=checkpoint_id,
+                metadata=meta,
+            )
+        else:
+            await self.tracker.complete_execution(
+                log.execution_id, output, checkpoint_id=checkpoint_id, metadata=meta,
+            )
         await self.tracker.aflush()  # so that a client reading the traces now sees them all
         data = {
             "executionId": log.execution_id, "output": jsonable(output), "resultId": row.id,
             "threadId": plan.thread_id, "checkpointId": checkpoint_id, "attempts": attempt,
+            "status": "interrupted" if interrupts else "completed",
         }
         if interrupts:
             data["interrupts"] = interrupts
