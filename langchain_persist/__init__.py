@@ -13,7 +13,17 @@ from ._errors import (
     StorageError,
     ValidationError,
 )
-from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from ._records import (
+    AgentResult,
+    AgentTrace,
+    CheckpointState,
+    ErrorCount,
+    ExecutionLog,
+    Page,
+    SearchHit,
+    Stats,
+    StatsRow,
+)
 from ._results.service import ResultsPersistenceService
 
 results_persistence = ResultsPersistenceService()
@@ -24,6 +34,7 @@ __all__ = [
     "AgentTrace",
     "CheckpointState",
     "ConfigurationError",
+    "ErrorCount",
     "ExecutionLog",
     "ExecutionTracker",
     "NotFoundError",
@@ -34,7 +45,10 @@ __all__ = [
     "PersistenceError",
     "ResultsPersistenceService",
     "SchemaError",
+    "SearchHit",
     "SerializationError",
+    "Stats",
+    "StatsRow",
     "StorageError",
     "ValidationError",
     "results_persistence",

@@ -16,14 +16,27 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._aio import async_twin
 from .._checkpoint.codec import load_values
+from .._db import backfill
 from .._db.engine import Database
 from .._db.lease import Lease
 from .._db.schema import agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
-from .._db.sql.paging import as_utc
+from .._db.sql import search as search_sql
+from .._db.sql import stats as stats_sql
+from .._db.sql.paging import as_utc, encode_cursor
 from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
 from .._ids import uuid7
-from .._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from .._records import (
+    AgentResult,
+    AgentTrace,
+    CheckpointState,
+    ErrorCount,
+    ExecutionLog,
+    Page,
+    SearchHit,
+    Stats,
+    StatsRow,
+)
 from .._sanitize import clean_text, jsonable, to_text
 from . import validate as check
 from .events import LogEvent, TraceEvent
@@ -403,6 +416,109 @@ class ResultsPersistenceService:
                                       limit=check.limit(limit), cursor=cursor,
                                       since=None if since is None else as_utc(since))
 
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        agent_id: str | None = None,
+        execution_id: str | None = None,
+        thread_id: str | None = None,
+        types: str | Iterable[str] | None = None,
+        status: str | None = None,
+        since: Age | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SearchHit]:
+        """Logs and traces whose text matches ``query``, newest first, one page at a time.
+
+        The text searched is a trace's name (the tool or model) and content (its input,
+        output or error) and a log's message.  ``query`` is words that must all appear, in
+        any case: ``timeout``, ``rate limit``; words joined by punctuation or in quotes must
+        appear in that order (``rate-limit``, ``openai.RateLimitError``, ``"rate limit
+        exceeded"``); a trailing ``*`` matches a prefix (``Timeout*``).  Punctuation is not
+        searched by itself: ``HTTP 429: Too Many`` finds ``http 429 too many``.
+
+        Filters: the hit's agent, execution, thread (its run's), ``types`` (trace types such
+        as ``tool_error``, and ``"log"`` for log lines), ``status`` (its run's status),
+        ``since`` (a datetime, or an age: ``timedelta(days=7)`` is the last 7 days) and
+        ``until`` (a datetime, exclusive).  Each `SearchHit` has a snippet of its text around
+        the match and the ``execution_id`` of its run.  Pass ``page.next_cursor`` back as
+        ``cursor`` for the next page.
+        """
+        terms = search_sql.parse_query(query)
+        filters = search_sql.Filters(
+            agent_id=agent_id, execution_id=execution_id, thread_id=thread_id,
+            status=None if status is None else check.status(status),
+            types=_types(types), since=None if since is None else cutoff(since),
+            until=None if until is None else as_utc(until),
+        )
+        size = check.limit(limit)
+        with self.db.read() as conn:
+            rows = search_sql.search(conn, terms, filters, limit=size + 1, cursor=cursor)
+        hits = []
+        for row in rows[:size]:
+            text, highlights = search_sql.snippet(row.text, terms)
+            hits.append(SearchHit.from_row({**row._mapping, "id": str(row.id),
+                                            "snippet": text, "highlights": highlights}))
+        last = hits[-1] if len(rows) > size else None
+        return Page(hits, None if last is None else encode_cursor(last.timestamp, last.id))
+
+    def unindexed(self) -> dict[str, int]:
+        """Rows stored before the search index existed and not indexed yet (by table), which
+        `search` cannot find: ``langchain-persist db upgrade`` indexes them."""
+        return backfill.pending(self.db)
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def stats(
+        self,
+        *,
+        agent_id: str | None = None,
+        since: Age | None = None,
+        until: dt.datetime | None = None,
+        by: str | None = None,
+        top_errors: int = 10,
+    ) -> Stats:
+        """Statistics of runs, tool calls and model calls, computed by the database.
+
+        ``agent_id`` narrows them to one agent; ``since`` (a datetime, or an age:
+        ``timedelta(days=7)`` is the last 7 days) and ``until`` (exclusive) to a time range.
+        ``by`` groups them by ``"agent"``, ``"tool"``, ``"model"``, ``"status"``, ``"hour"``
+        or ``"day"`` (UTC), or not at all (None: the totals alone).  Each `StatsRow` has the
+        runs by status and the success, failure and interrupt rates; p50, p95 and p99
+        durations of runs and of tool calls; tool calls and their error rate; model calls and
+        tokens; `Stats.top_errors` has the ``top_errors`` most frequent errors of failed runs
+        and tool calls.
+        """
+        if by is not None and by not in stats_sql.GROUPINGS:
+            raise ValidationError(
+                f"by must be one of {', '.join(stats_sql.GROUPINGS)} (or None), got {by!r}"
+            )
+        if not isinstance(top_errors, int) or top_errors < 0:
+            raise ValidationError(f"top_errors must be a count, got {top_errors!r}")
+        scope = stats_sql.Scope(
+            agent_id=agent_id, since=None if since is None else cutoff(since),
+            until=None if until is None else as_utc(until),
+        )
+        with self.db.read() as conn:
+            totals = _stats_rows(conn, scope, None).get("", {})
+            groups = _stats_rows(conn, scope, by) if by is not None else {}
+            errors = stats_sql.top_errors(conn, scope, top_errors) if top_errors else []
+        rows = [_stats_row(by, key, found) for key, found in groups.items()]
+        if by in ("hour", "day"):
+            rows.sort(key=lambda r: r.key)  # type: ignore[arg-type, return-value]
+        else:
+            rows.sort(key=lambda r: -(r.runs if r.runs is not None else r.tool_calls
+                                      if r.tool_calls is not None else r.model_calls or 0))
+        return Stats(
+            by=by, agent_id=agent_id, since=scope.since, until=scope.until,
+            totals=_stats_row(None, None, totals), groups=rows,
+            top_errors=[ErrorCount.from_row(e) for e in errors],
+        )
+
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
     def save_checkpoint_state(
@@ -598,7 +714,75 @@ class ResultsPersistenceService:
     acount_old_traces = async_twin(count_old_traces)
     amark_stale_results = async_twin(mark_stale_results)
     aresolve_interrupted = async_twin(resolve_interrupted)
+    asearch = async_twin(search)
+    astats = async_twin(stats)
+    aunindexed = async_twin(unindexed)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)
+
+
+def _stats_rows(conn: Any, scope: Any, by: str | None) -> dict[Any, dict[str, Any]]:
+    """The figures of each group, from the sources that apply to the grouping."""
+    found: dict[Any, dict[str, Any]] = {}
+    sources = stats_sql.SOURCES[by]
+    if "runs" in sources:
+        for row in stats_sql.run_stats(conn, scope, by):
+            p50, p95, p99 = stats_sql.percentiles_of(row)
+            figures = {name: row._mapping[name] for name in (
+                "runs", "completed", "failed", "interrupted", "running", "input_tokens",
+                "output_tokens", "total_tokens")}
+            found.setdefault(row.key, {}).update(
+                figures, run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99)
+    if "tools" in sources:
+        for row in stats_sql.tool_stats(conn, scope, by):
+            p50, p95, p99 = stats_sql.percentiles_of(row)
+            found.setdefault(row.key, {}).update(
+                tool_calls=row.calls, tool_errors=row.errors, tool_p50_ms=p50,
+                tool_p95_ms=p95, tool_p99_ms=p99)
+    if "models" in sources:
+        for row in stats_sql.model_stats(conn, scope, by):
+            figures = {"model_calls": row.calls, "model_errors": row.errors}
+            if by == "model":  # tokens of the model's calls (else: of the runs)
+                figures.update(input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+                               total_tokens=row.total_tokens)
+            found.setdefault(row.key, {}).update(figures)
+    return found
+
+
+def _stats_row(by: str | None, key: Any, figures: dict[str, Any]) -> StatsRow:
+    """A group's figures with their rates, zeros where a source that applies found nothing."""
+    sources = stats_sql.SOURCES[by]
+    values = dict(figures)
+    if "runs" in sources:
+        for name in ("runs", "completed", "failed", "interrupted", "running", "input_tokens",
+                     "output_tokens", "total_tokens"):
+            values[name] = int(values.get(name) or 0)
+        stopped = values["completed"] + values["failed"] + values["interrupted"]
+        if stopped:
+            values.update(success_rate=values["completed"] / stopped,
+                          failure_rate=values["failed"] / stopped,
+                          interrupt_rate=values["interrupted"] / stopped)
+    if "tools" in sources:
+        values["tool_calls"] = int(values.get("tool_calls") or 0)
+        values["tool_errors"] = int(values.get("tool_errors") or 0)
+        if values["tool_calls"]:
+            values["tool_error_rate"] = values["tool_errors"] / values["tool_calls"]
+    if "models" in sources:
+        values["model_calls"] = int(values.get("model_calls") or 0)
+        values["model_errors"] = int(values.get("model_errors") or 0)
+        if by == "model":
+            for name in ("input_tokens", "output_tokens", "total_tokens"):
+                values[name] = int(values.get(name) or 0)
+    if by in ("hour", "day") and key is not None:
+        key = stats_sql.bucket_start(key)
+    return StatsRow(key=key, **values)
+
+
+def _types(types: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """The ``types`` filter of `search`: trace types, and ``"log"`` for log lines."""
+    if types is None:
+        return None
+    chosen = (types,) if isinstance(types, str) else tuple(types)
+    return tuple(t if t == "log" else check.trace_type(t) for t in chosen)
 
 
 def _first_line(exc: BaseException) -> str:
