@@ -197,6 +197,70 @@ class Stats:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long an agent's rows are kept (``agent_id`` None: the default policy, for every
+    agent without one of its own).  Each age is a timedelta, or None to keep that kind forever;
+    ``checkpoints`` counts from a thread's last activity."""
+
+    agent_id: str | None
+    results: dt.timedelta | None
+    logs: dt.timedelta | None
+    traces: dt.timedelta | None
+    checkpoints: dt.timedelta | None
+    updated_at: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; ages in seconds (None: forever)."""
+        return {
+            "agent_id": self.agent_id,
+            **{kind: None if age is None else age.total_seconds()
+               for kind, age in (("results", self.results), ("logs", self.logs),
+                                 ("traces", self.traces), ("checkpoints", self.checkpoints))},
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionCounts:
+    """What a retention run deleted (or, dry, would delete) under one policy: results, logs,
+    traces, checkpoint threads and their checkpoints (``agent_id`` None: the default's)."""
+
+    agent_id: str | None
+    results: int = 0
+    logs: int = 0
+    traces: int = 0
+    threads: int = 0
+    checkpoints: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    """A retention run: when its ages were counted from (``at``), whether it was a dry run
+    (nothing deleted), and the counts per policy."""
+
+    at: dt.datetime
+    dry_run: bool
+    policies: list[RetentionCounts]
+
+    @property
+    def totals(self) -> RetentionCounts:
+        """The counts of every policy added up."""
+        names = ("results", "logs", "traces", "threads", "checkpoints")
+        return RetentionCounts(None, **{n: sum(getattr(c, n) for c in self.policies)
+                                        for n in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, with the totals."""
+        return {"at": self.at, "dry_run": self.dry_run,
+                "policies": [c.to_dict() for c in self.policies],
+                "totals": {k: v for k, v in self.totals.to_dict().items() if k != "agent_id"}}
+
+
 class Page(list[R]):
     """A page of records: a list, plus the cursor that fetches the next page (None at the end)."""
 

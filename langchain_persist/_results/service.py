@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,11 +20,13 @@ from .._checkpoint.codec import load_values
 from .._db import backfill
 from .._db.engine import Database
 from .._db.lease import Lease
-from .._db.schema import agent_traces, execution_logs
+from .._db.schema import DEFAULT_POLICY, agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
+from .._db.sql import retention as retention_sql
 from .._db.sql import search as search_sql
 from .._db.sql import stats as stats_sql
 from .._db.sql.paging import as_utc, encode_cursor
+from .._db.sql.paging import delete_batch as paging_delete
 from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
 from .._ids import uuid7
 from .._records import (
@@ -33,6 +36,9 @@ from .._records import (
     ErrorCount,
     ExecutionLog,
     Page,
+    RetentionCounts,
+    RetentionPolicy,
+    RetentionReport,
     SearchHit,
     Stats,
     StatsRow,
@@ -46,6 +52,9 @@ logger = logging.getLogger("langchain_persist")
 
 DEFAULT_TRACE_CONTENT_LIMIT = 1000
 DEFAULT_CLEANUP_BATCH = 5000
+RETENTION_BATCH_SECONDS = 0.025  # how long one retention transaction should hold its locks
+UNCHANGED: Any = object()
+"""`set_retention_policy`: leave this age as it is."""
 EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
 Row = tuple[Any, ...]
 
@@ -519,6 +528,153 @@ class ResultsPersistenceService:
             top_errors=[ErrorCount.from_row(e) for e in errors],
         )
 
+    # -- retention policies --------------------------------------------------------------------
+
+    def set_retention_policy(
+        self,
+        agent_id: str | None = None,
+        *,
+        results: dt.timedelta | None = UNCHANGED,
+        logs: dt.timedelta | None = UNCHANGED,
+        traces: dt.timedelta | None = UNCHANGED,
+        checkpoints: dt.timedelta | None = UNCHANGED,
+    ) -> RetentionPolicy:
+        """Store how long an agent's rows are kept (``agent_id`` None: the default policy, for
+        every agent without one of its own); return the policy.
+
+        Each age is a timedelta, or None to keep that kind forever; an age not given stays as
+        it was (a new agent policy starts from the default's ages, a new default from keeping
+        everything).  ``results`` counts from when a run finished (running and interrupted
+        results are never deleted), ``logs`` and ``traces`` from when they were written, and
+        ``checkpoints`` from a thread's last activity (a thread with a running or interrupted
+        run is never deleted).  `apply_retention` deletes what the policies make old.
+        """
+        key = DEFAULT_POLICY if agent_id is None else _policy_agent(agent_id)
+        given = {"results": results, "logs": logs, "traces": traces, "checkpoints": checkpoints}
+        for kind, age in given.items():
+            if age is not UNCHANGED and age is not None and (
+                not isinstance(age, dt.timedelta) or age <= dt.timedelta(0)
+            ):
+                raise ValidationError(
+                    f"{kind} must be a positive timedelta, or None to keep them forever; "
+                    f"got {age!r}"
+                )
+        with self._blocking("store the retention policy"), self.db.write() as conn:
+            current = retention_sql.get_policy(conn, key)
+            if current is None and key != DEFAULT_POLICY:
+                current = retention_sql.get_policy(conn, DEFAULT_POLICY)
+            values: dict[str, Any] = {"agent_id": key, "updated_at": now()}
+            for kind, age in given.items():
+                column = f"keep_{kind}"
+                if age is UNCHANGED:
+                    values[column] = None if current is None else getattr(current, column)
+                else:
+                    values[column] = None if age is None else age.total_seconds()
+            retention_sql.put_policy(conn, values)
+            return _policy(retention_sql.get_policy(conn, key))
+
+    def get_retention_policies(self) -> list[RetentionPolicy]:
+        """The stored retention policies, the default (``agent_id`` None) first."""
+        with self.db.read() as conn:
+            return [_policy(row) for row in retention_sql.list_policies(conn)]
+
+    def delete_retention_policy(self, agent_id: str | None = None) -> bool:
+        """Remove an agent's policy (it follows the default again), or the default (None:
+        agents without a policy keep everything); whether there was one."""
+        key = DEFAULT_POLICY if agent_id is None else _policy_agent(agent_id)
+        with self._blocking("remove the retention policy"), self.db.write() as conn:
+            return retention_sql.delete_policy(conn, key)
+
+    def apply_retention(
+        self,
+        *,
+        dry_run: bool = False,
+        at: dt.datetime | None = None,
+        on_progress: Callable[[str, int], None] | None = None,
+    ) -> RetentionReport:
+        """Delete what the retention policies make old (see `set_retention_policy`), and
+        report how much, per policy.
+
+        Ages count back from ``at`` (default: now).  Deletes go in short transactions, each
+        sized to hold its locks for about ``RETENTION_BATCH_SECONDS`` (on SQLite, with a
+        pause after each, so that writers get the database in between): writers never wait
+        long.  ``on_progress(kind, n)`` is called after each batch (``results``, ``logs``,
+        ``traces``, ``checkpoints``).  ``dry_run=True`` deletes nothing and counts what a run
+        at the same ``at`` would delete.  A thread goes with its checkpoint values and pending
+        writes.
+        """
+        at = now() if at is None else as_utc(at)
+        with self.db.read() as conn:
+            scopes = retention_sql.scopes(retention_sql.list_policies(conn), at)
+        counted = []
+        for scope in scopes:
+            counts: dict[str, int] = {}
+            for kind in ("results", "logs", "traces"):
+                when = scope.cutoffs[kind]
+                if when is None:
+                    continue
+                if dry_run:
+                    with self.db.read() as conn:
+                        counts[kind] = retention_sql.count_old(conn, kind, scope, when)
+                    continue
+                table, where = retention_sql.old_rows(kind, scope, when)
+                counts[kind] = self._in_batches(
+                    lambda conn, n, t=table, w=where: paging_delete(conn, t, w, n),
+                    _progress(on_progress, kind),
+                )
+            when = scope.cutoffs["checkpoints"]
+            if when is not None:
+                counts.update(self._old_threads(scope, when, dry_run, on_progress))
+            counted.append(RetentionCounts(scope.agent_id, **counts))
+        return RetentionReport(at=at, dry_run=dry_run, policies=counted)
+
+    def _old_threads(
+        self, scope: Any, when: dt.datetime, dry_run: bool, on_progress: Any
+    ) -> dict[str, int]:
+        """Delete (or count) a scope's old checkpoint threads."""
+        with self.db.read() as conn:
+            ids = retention_sql.old_thread_ids(conn, scope, when)
+            if dry_run:
+                return {"threads": len(ids),
+                        "checkpoints": retention_sql.count_checkpoints(conn, ids)}
+        gone: set[str] = set()
+        total = 0
+        for start in range(0, len(ids), 100):
+            chunk = ids[start:start + 100]
+
+            def step(conn: Any, n: int, chunk: list[str] = chunk) -> int:
+                threads, count = retention_sql.delete_old_checkpoints(conn, scope, when, chunk, n)
+                gone.update(threads)
+                return count
+
+            total += self._in_batches(step, _progress(on_progress, "checkpoints"))
+            self._in_batches(
+                lambda conn, n, chunk=chunk: retention_sql.delete_orphans(conn, chunk, n), None)
+        return {"threads": len(gone), "checkpoints": total}
+
+    def _in_batches(
+        self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None
+    ) -> int:
+        """Run ``step(conn, size)`` (it deletes up to ``size`` rows) in one short transaction
+        after another until it deletes fewer than ``size``; sizes adapt so that each lasts
+        about ``RETENTION_BATCH_SECONDS``, and on SQLite the next waits as long again."""
+        total, size = 0, min(1000, self.cleanup_batch_size)
+        pause = self._dialect == "sqlite"
+        while True:
+            started = time.monotonic()
+            with self._blocking("apply retention"), self.db.write() as conn:
+                gone = step(conn, size)
+            took = time.monotonic() - started
+            total += gone
+            if on_progress is not None and gone:
+                on_progress(gone)
+            if gone < size:
+                return total
+            size = max(50, min(self.cleanup_batch_size,
+                               int(size * RETENTION_BATCH_SECONDS / max(took, 1e-4))))
+            if pause:
+                time.sleep(min(took, 0.1))
+
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
     def save_checkpoint_state(
@@ -716,6 +872,10 @@ class ResultsPersistenceService:
     aresolve_interrupted = async_twin(resolve_interrupted)
     asearch = async_twin(search)
     astats = async_twin(stats)
+    aset_retention_policy = async_twin(set_retention_policy)
+    aget_retention_policies = async_twin(get_retention_policies)
+    adelete_retention_policy = async_twin(delete_retention_policy)
+    aapply_retention = async_twin(apply_retention)
     aunindexed = async_twin(unindexed)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)
 
@@ -775,6 +935,32 @@ def _stats_row(by: str | None, key: Any, figures: dict[str, Any]) -> StatsRow:
     if by in ("hour", "day") and key is not None:
         key = stats_sql.bucket_start(key)
     return StatsRow(key=key, **values)
+
+
+def _policy_agent(agent_id: str) -> str:
+    key = check.key("agent_id", agent_id)
+    if key == DEFAULT_POLICY:
+        raise ValidationError(
+            f"{DEFAULT_POLICY!r} names the default policy: pass agent_id=None for it"
+        )
+    return key  # type: ignore[return-value]
+
+
+def _policy(row: Any) -> RetentionPolicy:
+    def age(seconds: float | None) -> dt.timedelta | None:
+        return None if seconds is None else dt.timedelta(seconds=seconds)
+
+    return RetentionPolicy(
+        agent_id=None if row.agent_id == DEFAULT_POLICY else row.agent_id,
+        results=age(row.keep_results), logs=age(row.keep_logs), traces=age(row.keep_traces),
+        checkpoints=age(row.keep_checkpoints), updated_at=as_utc(row.updated_at),
+    )
+
+
+def _progress(
+    on_progress: Callable[[str, int], None] | None, kind: str
+) -> Callable[[int], None] | None:
+    return None if on_progress is None else (lambda n: on_progress(kind, n))
 
 
 def _types(types: str | Iterable[str] | None) -> tuple[str, ...] | None:
