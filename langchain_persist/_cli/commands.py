@@ -13,12 +13,20 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .._db.engine import Database
 from .._db.migrate import check, current_revision, head_revision, upgrade
 from .._db.schema import RESULT_STATUSES
 from .._results.service import ResultsPersistenceService
+from .insight import retention_app, search, stats
 from .support import (
     Json,
     Serde,
@@ -56,6 +64,9 @@ runs_app = typer.Typer(help="List stored runs, or show one in full.", no_args_is
 db_app = typer.Typer(help="Create, upgrade and check the database schema.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.command()(search)
+app.command()(stats)
+app.add_typer(retention_app, name="retention")
 
 
 # -- the demo --------------------------------------------------------------------------------
@@ -319,9 +330,22 @@ def _where(db: Database) -> str:
 def db_upgrade(url: Url = None) -> None:
     """Create the tables, or upgrade them to this version's schema."""
     db = open_database(url)
+    progress = Progress(TextColumn("indexing {task.description:<8} for search"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    tasks: dict[str, TaskID] = {}
+
+    def indexed(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            progress.start()
+            tasks[table] = progress.add_task(table.split("_")[-1], total=total)
+        progress.update(tasks[table], completed=done, total=total)
+
     with database_errors(url):
         before = current_revision(db)
-        upgrade(db)
+        try:
+            upgrade(db, on_progress=indexed)
+        finally:
+            progress.stop()
     head = head_revision()
     if before == head:
         console.print(f"{_where(db)} is already at schema [bold]{head}[/] (current).")
