@@ -403,6 +403,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
     serde: Serde = None,
+    retention_interval: Annotated[str, typer.Option(
+        "--retention-interval",
+        help="Apply the stored retention policies at startup and then this often (1h, 30m, "
+             "1d); off never applies them.")] = "1h",
 ) -> None:
     """Serve a graph over HTTP: execute and resume runs as SSE, follow them, read the results.
 
@@ -417,8 +421,11 @@ def serve(
         from ..server import serve as serve_graph
     except ImportError as exc:
         fail(escape(str(exc)))  # the message names 'langchain-persist[server]'
+    off = retention_interval.strip().lower() in ("off", "0", "never")
+    interval = None if off else parse_age(retention_interval).total_seconds()
     try:
-        serve_graph(graph, url=url, host=host, port=port, serde=serializer(serde))
+        serve_graph(graph, url=url, host=host, port=port, serde=serializer(serde),
+                    retention_interval=interval)
     except PersistenceError as exc:
         fail(escape(str(exc)))
 

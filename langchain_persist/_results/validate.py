@@ -6,6 +6,7 @@ Each returns the value to store or raises `ValidationError` naming the field and
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,8 @@ MAX_KEY = 255
 LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
 
 Age = dt.datetime | dt.timedelta
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def now() -> dt.datetime:
@@ -108,3 +111,23 @@ def cutoff(older_than: Age) -> dt.datetime:
     raise ValidationError(
         f"older_than must be a datetime or a timedelta, got {type(older_than).__name__}"
     )
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """An age such as ``30d``, ``12h``, ``15m``, ``90s``, ``2w`` or ``1d12h``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _AGE.findall(compact)
+    if not compact or "".join(f"{n}{u}" for n, u in parts) != compact:
+        raise ValidationError(
+            f"{text!r} is not an age: use a number and a unit, such as 30d, 12h, 15m, 90s "
+            "(w, d, h, m, s; combined like 1d12h)"
+        )
+    return sum((dt.timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), dt.timedelta())
+
+
+def age_or_moment(text: str) -> Age:
+    """An age (``7d``: back from now) or a moment (ISO 8601; UTC if it names no zone)."""
+    try:
+        return as_utc(dt.datetime.fromisoformat(text.strip()))
+    except ValueError:
+        return parse_age(text)
