@@ -8,6 +8,8 @@
 For each database (a SQLite file in a temporary directory, a throw-away PostgreSQL database on
 ``LANGCHAIN_PERSIST_BENCH_PG``):
 
+0. **ingest**: rows per second through the writer into a database with the search index and
+   into one without its triggers, interleaved (100,000 rows, 3 rounds);
 1. **generate**: 1,000,000 traces and 200,000 logs of 20,000 agent runs (10 agents, 30 days,
    12 tools; model calls with token usage, tool inputs and outputs, errors with class names,
    punctuation and non-ASCII words) through the handler's `BackgroundWriter`, and the runs'
@@ -44,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PgDatabases, fmt_num, machine_info, md_table, write_json  # noqa: E402
+from _common import PgDatabases, fmt_num, fmt_ratio, machine_info, md_table, write_json  # noqa: E402
 from handler_support import ScriptedChatModel, echo  # noqa: E402
 from langchain.agents import create_agent  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
@@ -197,6 +199,57 @@ def generate(url: str, runs: int, *, seed: int = 16) -> dict[str, Any]:
     return {"runs": runs, "traces": stored.get("traces", 0), "logs": stored.get("logs", 0),
             "seconds": took, "rows_per_s": (stored.get("traces", 0) + stored.get("logs", 0))
             / took}
+
+
+def _ingest_once(url: str, events: list[Any]) -> float:
+    """Rows per second of ``events`` through a new writer into ``url``."""
+    service = ResultsPersistenceService(url)
+    writer = BackgroundWriter(service, max_queue=len(events) + 10, batch_size=2000,
+                              install_signal_handler=False)
+    started = time.perf_counter()
+    for event in events:
+        writer.put(event)
+    writer.flush()
+    took = time.perf_counter() - started
+    writer.close()
+    service.close()
+    return len(events) / took
+
+
+def bench_ingest(db: str, pg: PgDatabases, tmp: str, rows: int, reps: int) -> dict[str, Any]:
+    """What the search index costs the writer: rows/s into a database with it and into one
+    whose search triggers were dropped, interleaved."""
+    from sqlalchemy import text
+
+    rng = random.Random(7)
+    events: list[Any] = []
+    run = 0
+    while len(events) < rows:
+        events += _events(rng, run, AGENTS[run % len(AGENTS)], time.time() - 3600)[0]
+        run += 1
+    urls = {}
+    for label in ("with", "without"):
+        url = (f"sqlite:///{tmp}/ingest-{label}.db" if db == "sqlite"
+               else pg.create(f"ingest_{label}"))
+        service = ResultsPersistenceService(url)
+        if label == "without":
+            with service.db.write() as conn:
+                for table in ("agent_traces", "execution_logs"):
+                    if db == "sqlite":
+                        conn.execute(text(f"DROP TRIGGER {table}_search_insert"))
+                    else:
+                        conn.execute(text(f"DROP TRIGGER {table}_search ON {table}"))
+        service.close()
+        urls[label] = url
+    samples: dict[str, list[float]] = {"with": [], "without": []}
+    for rep in range(reps):
+        for label in (("with", "without") if rep % 2 == 0 else ("without", "with")):
+            samples[label].append(_ingest_once(urls[label], events[:rows]))
+    for url in urls.values():
+        dispose_database(url)
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {"rows": rows, "with_rows_per_s": med["with"], "without_rows_per_s": med["without"],
+            "ratio": med["with"] / med["without"]}
 
 
 # --------------------------------------------------------------------------- search, stats
@@ -388,6 +441,12 @@ def report(results: dict[str, Any]) -> str:
         [[names[db], f"{g['runs']:,}", f"{g['traces']:,}", f"{g['logs']:,}",
           f"{g['seconds']:.0f} s", fmt_num(g["rows_per_s"])]
          for db in dbs for g in [results[db]["generate"]]])]
+    if all("ingest" in results[db] for db in dbs):
+        out += ["", "### What the search index costs the writer", "", md_table(
+            ["database", "rows", "rows/s with the index", "rows/s without", "ratio"],
+            [[names[db], f"{i['rows']:,}", fmt_num(i["with_rows_per_s"]),
+              fmt_num(i["without_rows_per_s"]), fmt_ratio(i["ratio"])]
+             for db in dbs for i in [results[db]["ingest"]]])]
     out += ["", "### Search", "",
             "Median ms per query (50 hits a page, newest first), p95 over every call.", ""]
     keys = list(results[dbs[0]]["search"]["queries"])
@@ -433,6 +492,7 @@ def main() -> None:
     parser.add_argument("--cleanup", choices=["process", "thread", "none"], default="process")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument("--no-ingest", action="store_true", help="skip the ingest comparison")
     args = parser.parse_args()
     runs, reps, baseline = (200, 2, 1.0) if args.smoke else (args.runs, args.reps, 10.0)
     results: dict[str, Any] = {"machine": machine_info(), "runs": runs}
@@ -442,9 +502,13 @@ def main() -> None:
         for db in ("sqlite", "postgresql"):
             if args.only and args.only != db:
                 continue
+            if not args.no_ingest:
+                results[db] = {"ingest": bench_ingest(db, pg, tmp, 5_000 if args.smoke
+                                                      else 100_000, 1 if args.smoke else 3)}
+                print(f"{db}: ingest {results[db]['ingest']}", flush=True)
             url = (f"sqlite:///{tmp}/insight.db" if db == "sqlite" else pg.create("insight"))
             print(f"{db}: generating {runs:,} runs ...", flush=True)
-            results[db] = {"url": url, "generate": generate(url, runs)}
+            results.setdefault(db, {}).update(url=url, generate=generate(url, runs))
             print(f"{db}: {results[db]['generate']}", flush=True)
             if db == "postgresql":
                 import psycopg

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Self, TypeVar
 
+import zstandard
 from sqlalchemy import Row
 
 R = TypeVar("R")
@@ -34,9 +37,41 @@ def _normalize(value: Any) -> Any:
     return value
 
 
+class _Zstd(threading.local):
+    """A zstd compressor and decompressor per thread (they are not thread-safe)."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_zstd = _Zstd()
+
+
+def compress_text(text: str) -> bytes:
+    """``text`` as zstd-compressed UTF-8 (a long result, on SQLite)."""
+    return _zstd.compressor.compress(text.encode())
+
+
+def decompress_text(blob: bytes) -> str:
+    """Undo `compress_text`."""
+    return _zstd.decompressor.decompress(blob).decode()
+
+
 @dataclass(frozen=True, slots=True)
 class AgentResult(Record):
     """One execution's result, updated incrementally while the run goes."""
+
+    @classmethod
+    def from_row(cls, row: Row[Any] | Any) -> AgentResult:
+        """The record of a row, its result decompressed when it was stored compressed."""
+        result = super(AgentResult, cls).from_row(row)
+        values = (row._mapping if hasattr(row, "_mapping")
+                  else row if isinstance(row, Mapping) else row._asdict())
+        packed = values.get("result_zstd")
+        if packed is None:
+            return result
+        return dataclasses.replace(result, result=decompress_text(packed))
 
     id: str
     agent_id: str

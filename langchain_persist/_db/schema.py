@@ -70,6 +70,9 @@ agent_results = Table(
     _at("created_at"),
     _at("updated_at"),
     _at("completed_at", nullable=True),
+    # on SQLite, which compresses nothing, a long result is stored here (zstd) instead of in
+    # `result` (PostgreSQL compresses long values itself: TOAST)
+    Column("result_zstd", LargeBinary),
     CheckConstraint(f"status IN {RESULT_STATUSES!r}", name="status"),
     Index(None, "agent_id", "created_at", "id"),
     Index(None, "execution_id"),

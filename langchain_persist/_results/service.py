@@ -42,6 +42,7 @@ from .._records import (
     SearchHit,
     Stats,
     StatsRow,
+    compress_text,
 )
 from .._sanitize import clean_text, jsonable, to_text
 from . import validate as check
@@ -52,7 +53,13 @@ logger = logging.getLogger("langchain_persist")
 
 DEFAULT_TRACE_CONTENT_LIMIT = 1000
 DEFAULT_CLEANUP_BATCH = 5000
-RETENTION_BATCH_SECONDS = 0.025  # how long one retention transaction should hold its locks
+RESULT_COMPRESS_OVER = 4096  # characters: a longer result is stored compressed on SQLite
+RETENTION_BATCH_SECONDS = 0.01  # how long one retention transaction should hold its locks
+# After each retention batch the database is left to others this many times as long as the
+# batch took.  SQLite has one writer at a time, and writers in other processes poll for the
+# lock at growing intervals: most of the time must be free for them to find it free.
+# PostgreSQL writers never wait for the deleted rows' locks, but share its WAL and disks.
+RETENTION_PAUSE = {"sqlite": 4.0, "postgresql": 1.0}
 UNCHANGED: Any = object()
 """`set_retention_policy`: leave this age as it is."""
 EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
@@ -76,6 +83,9 @@ class ResultsPersistenceService:
 
     ``serde`` decodes the checkpoints `PersistSaver` wrote (`get_checkpoint_state`): pass the
     saver's own serializer (an ``EncryptedSerializer``, say); LangGraph's default otherwise.
+
+    On SQLite, a result longer than ``result_compress_over`` characters is stored compressed
+    (zstd; None never compresses); PostgreSQL compresses long values itself (TOAST).
     """
 
     def __init__(
@@ -86,12 +96,14 @@ class ResultsPersistenceService:
         migrate: bool = True,
         cleanup_batch_size: int = DEFAULT_CLEANUP_BATCH,
         serde: Any = None,
+        result_compress_over: int | None = RESULT_COMPRESS_OVER,
     ) -> None:
         self._lease = Lease(url, migrate=migrate)
         self.migrate = migrate
         self.trace_content_limit = trace_content_limit
         self.cleanup_batch_size = cleanup_batch_size
         self.serde = serde if serde is not None else default_serde()
+        self.result_compress_over = result_compress_over
         self.dropped: Counter[str] = Counter()
 
     def __repr__(self) -> str:
@@ -135,7 +147,7 @@ class ResultsPersistenceService:
             "thread_id": check.key("thread_id", thread_id, required=False),
             "checkpoint_id": check.key("checkpoint_id", checkpoint_id, required=False),
             "quest_id": check.key("quest_id", quest_id, required=False),
-            "result": None if result is None else to_text(result),
+            **self._result_columns(None if result is None else to_text(result)),
             "metadata": check.metadata(metadata),
             "status": check.status(status),
             "error": None if error is None else to_text(error),
@@ -178,7 +190,7 @@ class ResultsPersistenceService:
             if value is not None
         }
         if result is not None:
-            changes["result"] = to_text(result)
+            changes.update(self._result_columns(to_text(result)))
         if error is not None:
             changes["error"] = to_text(error)
         patch = check.metadata(metadata)
@@ -199,6 +211,16 @@ class ResultsPersistenceService:
                 f"result {result_id} is {current.status}; it cannot become {status} "
                 "(save a new result for a new run)"
             )
+
+    def _result_columns(self, text: str | None) -> dict[str, Any]:
+        """Where a result's text goes: ``result``, or compressed in ``result_zstd`` (long
+        text, on SQLite)."""
+        limit = self.result_compress_over
+        if text is not None and limit is not None and len(text) > limit and (
+            self._dialect == "sqlite"
+        ):
+            return {"result": None, "result_zstd": compress_text(text)}
+        return {"result": text, "result_zstd": None}
 
     def get_result(self, result_id: str) -> AgentResult | None:
         """A result by id, or None."""
@@ -596,8 +618,8 @@ class ResultsPersistenceService:
         report how much, per policy.
 
         Ages count back from ``at`` (default: now).  Deletes go in short transactions, each
-        sized to hold its locks for about ``RETENTION_BATCH_SECONDS`` (on SQLite, with a
-        pause after each, so that writers get the database in between): writers never wait
+        sized to hold its locks for about ``RETENTION_BATCH_SECONDS``, with a pause after each
+        (see ``RETENTION_PAUSE``) so that writers find the database free: writers never wait
         long.  ``on_progress(kind, n)`` is called after each batch (``results``, ``logs``,
         ``traces``, ``checkpoints``).  ``dry_run=True`` deletes nothing and counts what a run
         at the same ``at`` would delete.  A thread goes with its checkpoint values and pending
@@ -657,9 +679,12 @@ class ResultsPersistenceService:
     ) -> int:
         """Run ``step(conn, size)`` (it deletes up to ``size`` rows) in one short transaction
         after another until it deletes fewer than ``size``; sizes adapt so that each lasts
-        about ``RETENTION_BATCH_SECONDS``, and on SQLite the next waits as long again."""
-        total, size = 0, min(1000, self.cleanup_batch_size)
-        pause = self._dialect == "sqlite"
+        about ``RETENTION_BATCH_SECONDS``; the database is then left to others for
+        ``RETENTION_PAUSE`` times as long (on SQLite, the WAL is checkpointed meanwhile, by this
+        connection, so that a writer's commit does not do it)."""
+        total, size = 0, min(200, self.cleanup_batch_size)
+        sqlite = self._dialect == "sqlite"
+        pause = RETENTION_PAUSE.get(self._dialect, 1.0)
         while True:
             started = time.monotonic()
             with self._blocking("apply retention"), self.db.write() as conn:
@@ -670,10 +695,13 @@ class ResultsPersistenceService:
                 on_progress(gone)
             if gone < size:
                 return total
-            size = max(50, min(self.cleanup_batch_size,
+            size = max(20, min(self.cleanup_batch_size,
                                int(size * RETENTION_BATCH_SECONDS / max(took, 1e-4))))
-            if pause:
-                time.sleep(min(took, 0.1))
+            resume = started + took * (1 + pause)
+            if sqlite:
+                with self.db.cursor() as cur:
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            time.sleep(max(0.0, resume - time.monotonic()))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
 

@@ -20,6 +20,7 @@ SQLite matches an FTS5 query against the table's FTS5 index.  Hits come newest f
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,18 +31,20 @@ from sqlalchemy import (
     Table,
     bindparam,
     column,
+    exists,
     func,
     literal,
     literal_column,
     select,
     table,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..._errors import ValidationError
 from ..schema import SEARCH_COLUMN, agent_results, agent_traces, execution_logs
-from .paging import after_cursor
+from .paging import after_cursor, decode_cursor
 
 MAX_QUERY = 1000
 # a word: a run of characters that are neither whitespace nor ASCII punctuation
@@ -138,7 +141,7 @@ def _matching(
     conn: Connection, kind: str, terms: Sequence[Term], filters: Filters, limit: int,
     cursor: str | None,
 ) -> Any:
-    """One table's hits, newest first, or None when the filters leave that table out."""
+    """One table's hits, newest first, or None when there can be none."""
     t, type_, name, text = KINDS[kind]
     where: list[ColumnElement[bool]] = []
     if filters.types is not None:
@@ -150,19 +153,22 @@ def _matching(
             if not wanted:
                 return None
             where.append(t.c.type.in_(wanted))
+    col = {c: t.c[c] for c in ("agent_id", "timestamp", "id")}
     if conn.dialect.name == "postgresql":
         where.append(literal_column(SEARCH_COLUMN).op("@@")(func.to_tsquery(
             literal_column("'simple'::regconfig"), bindparam(f"{kind}_query", tsquery(terms))
         )))
-    else:  # the rowids the table's FTS5 index matches
-        fts = table(f"{t.name}_search", column("rowid"))
-        where.append(literal_column(f"{t.name}.rowid").in_(
-            select(fts.c.rowid).where(literal_column(fts.name).match(fts5_query(terms)))
-        ))
-    for col, value in ((t.c.agent_id, filters.agent_id),
-                       (t.c.execution_id, filters.execution_id)):
-        if value is not None:
-            where.append(col == value)
+    else:
+        match, lookup = _fts5_match(conn, t, fts5_query(terms))
+        if match is None:
+            return None
+        where.append(match)
+        if lookup:  # the few matching rows are read by rowid: no index is to compete
+            col = {c: _plain(conn, t.c[c]) for c in col}
+    if filters.agent_id is not None:
+        where.append(col["agent_id"] == filters.agent_id)
+    if filters.execution_id is not None:
+        where.append(t.c.execution_id == filters.execution_id)
     if filters.thread_id is not None or filters.status is not None:
         runs = select(agent_results.c.execution_id)
         if filters.thread_id is not None:
@@ -173,11 +179,13 @@ def _matching(
             runs = runs.where(agent_results.c.agent_id == filters.agent_id)
         where.append(t.c.execution_id.in_(runs))
     if filters.since is not None:
-        where.append(t.c.timestamp >= filters.since)
+        where.append(col["timestamp"] >= filters.since)
     if filters.until is not None:
-        where.append(t.c.timestamp < filters.until)
+        where.append(col["timestamp"] < filters.until)
     if cursor:
-        where.append(after_cursor(t.c.timestamp, t.c.id, cursor, descending=True))
+        at, _ = decode_cursor(cursor)
+        where.append(col["timestamp"] <= at)  # a range the time index can serve
+        where.append(after_cursor(col["timestamp"], col["id"], cursor, descending=True))
     return (
         select(
             literal(kind).label("kind"), t.c.id, t.c.agent_id, t.c.execution_id, t.c.timestamp,
@@ -185,9 +193,53 @@ def _matching(
             t.c.metadata,
         )
         .where(*where)
-        .order_by(t.c.timestamp.desc(), t.c.id.desc())
+        .order_by(col["timestamp"].desc(), col["id"].desc())
         .limit(limit)
     )
+
+
+# SQLite plans a search by how many rows of the table match, and how densely:
+LOOKUP_MAX = 2_000  # up to this many: read each matching row by rowid, then sort them
+DENSE = 0.2  # more than this share of the newest rows match: ask FTS5 about each row
+
+
+def _fts5_match(conn: Connection, t: Table, query: str) -> tuple[Any, bool]:
+    """The condition that a row of ``t`` matches ``query``, written for the plan that suits
+    how many rows match, and whether that plan reads the matches by rowid; (None, False) when
+    no row matches.
+
+    SQLite's planner cannot tell how many rows an FTS5 query matches, so it reads every match
+    by rowid and sorts them all, even when there are a hundred thousand and a page needs 50.
+    The newest matches (FTS5 reads its index backwards cheaply) decide instead: when there
+    are at most ``LOOKUP_MAX``, they are read by rowid; when there are more, the rows are walked
+    newest first along the (agent and) time index until the page is full, and each is checked
+    against the set of matches (``rowid + 0 IN``: not a rowid lookup), or, when matches are
+    dense (rows are stored about in time order, so the share of matches among the newest
+    rowids tells how many rows the walk will take), asked of FTS5 one by one (``EXISTS ...
+    rowid =``), which costs more per row but builds no set.
+    """
+    fts = table(f"{t.name}_search", column("rowid"))
+    match = literal_column(fts.name).match(query)
+    newest = select(fts.c.rowid).where(match).order_by(fts.c.rowid.desc()).limit(1)
+    first = conn.execute(newest).scalar()
+    if first is None:
+        return None, False
+    matches = select(fts.c.rowid).where(match)
+    rowid = literal_column(f"{t.name}.rowid")
+    last = conn.execute(newest.offset(LOOKUP_MAX)).scalar()
+    if last is None:
+        return rowid.in_(matches), True
+    if LOOKUP_MAX / (first - last + 1) <= DENSE:
+        return (rowid + 0).in_(matches), False
+    probe = fts.alias("probe")
+    return exists(select(literal(1)).select_from(probe).where(
+        literal_column("probe." + fts.name).match(query), probe.c.rowid == rowid)), False
+
+
+def _plain(conn: Connection, col: Any) -> Any:
+    """``+column``: the same value, which SQLite will not look up through an index."""
+    quote = conn.dialect.identifier_preparer.quote
+    return type_coerce(literal_column(f"+{quote(col.table.name)}.{quote(col.name)}"), col.type)
 
 
 # -- snippets -----------------------------------------------------------------------------------
@@ -198,23 +250,12 @@ def snippet(
 ) -> tuple[str, list[tuple[int, int]]]:
     """A window of ``text`` around its first match, and the (start, end) of every match in it.
 
-    Words are found as the databases find them (see the module's docstring); the window is cut
-    at ``width`` characters, with ``…`` where text was left out.
+    Words are found as the databases find them (see the module's docstring), in any case; the
+    window is cut at ``width`` characters, with ``…`` where text was left out.
     """
     if not text:
         return "", []
-    words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(text)]
-    spans: list[tuple[int, int]] = []
-    for term in terms:
-        wanted = [w.lower() for w in term.words]
-        n = len(wanted)
-        for i in range(len(words) - n + 1):
-            if all(words[i + j][2] == wanted[j] for j in range(n - 1)) and (
-                words[i + n - 1][2].startswith(wanted[-1]) if term.prefix
-                else words[i + n - 1][2] == wanted[-1]
-            ):
-                spans.append((words[i][0], words[i + n - 1][1]))
-    spans.sort()
+    spans = sorted(m.span() for m in _matcher(tuple(terms)).finditer(text))
     if len(text) <= width:
         return text, spans
     first = spans[0][0] if spans else 0
@@ -225,3 +266,19 @@ def snippet(
     shift = len(head) - start
     inside = [(a + shift, b + shift) for a, b in spans if a >= start and b <= end]
     return f"{head}{text[start:end]}{tail}", inside
+
+
+_GAP = r"[\s!-/:-@\[-`{-~]"  # what separates words
+_LETTER = r"[^\s!-/:-@\[-`{-~]"  # a character of a word
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(terms: tuple[Term, ...]) -> re.Pattern[str]:
+    """A regular expression of the terms: each a whole word sequence (its last word a prefix
+    for a prefix term), separated by anything that is not a word character."""
+    alternatives = []
+    for term in terms:
+        words = f"{_GAP}+".join(re.escape(w) for w in term.words)
+        end = "" if term.prefix else f"(?!{_LETTER})"
+        alternatives.append(f"(?<!{_LETTER}){words}{end}")
+    return re.compile("|".join(alternatives), re.IGNORECASE)

@@ -1,5 +1,5 @@
 """search, stats and retention: full-text search over logs and traces, an interrupted status,
-retention policies, indexes by agent and time
+retention policies, indexes by agent and time, long results compressed on SQLite
 
 Revision ID: 0002
 Revises: 0001
@@ -35,6 +35,7 @@ def upgrade() -> None:
     """Upgrade schema."""
     dialect = op.get_bind().dialect.name
     with op.batch_alter_table("agent_results", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("result_zstd", sa.LargeBinary(), nullable=True))
         batch_op.drop_constraint(op.f("ck_agent_results_status"), type_="check")
         batch_op.create_check_constraint(
             op.f("ck_agent_results_status"), f"status IN {STATUSES!r}"
@@ -173,3 +174,4 @@ def downgrade() -> None:
         batch_op.create_check_constraint(
             op.f("ck_agent_results_status"), f"status IN {OLD_STATUSES!r}"
         )
+        batch_op.drop_column("result_zstd")
