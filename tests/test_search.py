@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import uuid
 
 import pytest
@@ -162,3 +163,46 @@ def test_a_real_agent_run_is_searchable(service: ResultsPersistenceService) -> N
     assert result.status == "failed"
     assert service.search("RuntimeError", types="log", agent_id="searcher")[0].text.startswith(
         "execution failed: RuntimeError: exploded")
+
+
+@pytest.mark.parametrize("plan", ["lookup", "probe", "ask", "window"])
+def test_every_plan_finds_the_same_hits_in_the_same_order(
+    service: ResultsPersistenceService, monkeypatch: pytest.MonkeyPatch, plan: str
+) -> None:
+    """The plans chosen by how many rows match (SQLite) or found in two steps (PostgreSQL)
+    give what reading every row would: all the matches, newest first, page after page."""
+    from langchain_persist._db.sql import search as search_sql
+
+    rng = random.Random(5)
+    words = ["alpha", "beta", "gamma", "delta"]
+    for i in range(400):
+        agent = rng.choice(["a", "b"])
+        text = " ".join(rng.choice(words) for _ in range(3)) + f" n{i}"
+        _trace(service, agent, f"e{i % 37}", text, ago=rng.random() * 48)
+        if i % 3 == 0:
+            _log(service, agent, f"e{i % 37}", text, ago=rng.random() * 48)
+    monkeypatch.setattr(search_sql, "LOOKUP_MAX", 10_000 if plan == "lookup" else 5)
+    monkeypatch.setattr(search_sql, "DENSE", 0.0 if plan == "ask" else 1.0)
+    monkeypatch.setattr(search_sql, "RECENT_WINDOW", 7 if plan == "window" else 5_000)
+    for query, filters in (("alpha", {}), ("beta gamma", {"agent_id": "a"}),
+                           ('"delta alpha"', {"types": "log"}), ("n1*", {"agent_id": "b"}),
+                           ("alpha", {"since": dt.timedelta(hours=20)})):
+        seen, cursor = [], None
+        while True:
+            page = service.search(query, limit=9, cursor=cursor, **filters)
+            seen += page
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        terms = search_sql.parse_query(query)
+        expected = [(h.timestamp, h.id) for h in seen if search_sql.snippet(h.text, terms)[1]]
+        assert [(h.timestamp, h.id) for h in seen] == expected  # each hit matches
+        assert [h.timestamp for h in seen] == sorted((h.timestamp for h in seen), reverse=True)
+        assert len({h.id for h in seen}) == len(seen)
+        everything = service.search(query, limit=10_000, **filters)
+        monkeypatch.setattr(search_sql, "RECENT_WINDOW", 5_000)
+        monkeypatch.setattr(search_sql, "LOOKUP_MAX", 10_000)
+        assert [h.id for h in service.search(query, limit=10_000, **filters)] == [
+            h.id for h in everything] == [h.id for h in seen], (plan, query)
+        monkeypatch.setattr(search_sql, "LOOKUP_MAX", 10_000 if plan == "lookup" else 5)
+        monkeypatch.setattr(search_sql, "RECENT_WINDOW", 7 if plan == "window" else 5_000)

@@ -37,6 +37,7 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    tuple_,
     type_coerce,
     union_all,
 )
@@ -122,11 +123,13 @@ def search(
 ) -> list[Any]:
     """Up to ``limit`` hits (rows: kind, id, agent_id, execution_id, timestamp, type, name,
     text, metadata), newest first, after ``cursor``."""
-    parts = []
-    for kind in KINDS:
-        query = _matching(conn, kind, terms, filters, limit, cursor)
-        if query is not None:
-            parts.append(query)
+    plans = [p for kind in KINDS
+             if (p := _plan(conn, kind, terms, filters, cursor)) is not None]
+    if conn.dialect.name == "postgresql":
+        rows = [row for plan in plans for row in _postgres_hits(conn, plan, limit)]
+        rows.sort(key=lambda r: (r.timestamp, str(r.id)), reverse=True)
+        return rows[:limit]
+    parts = [plan.query().limit(limit) for plan in plans]
     if not parts:
         return []
     if len(parts) == 1:
@@ -137,11 +140,29 @@ def search(
     ))
 
 
-def _matching(
-    conn: Connection, kind: str, terms: Sequence[Term], filters: Filters, limit: int,
-    cursor: str | None,
-) -> Any:
-    """One table's hits, newest first, or None when there can be none."""
+@dataclass(frozen=True)
+class _Plan:
+    """One table's part of a search: its rows' columns, the filters, the match condition, and
+    the (timestamp, id) columns to order by (plain columns, or ones no index serves)."""
+
+    table: Table
+    columns: tuple[Any, ...]
+    where: tuple[Any, ...]
+    match: Any
+    at: Any
+    id: Any
+
+    def query(self, *, matching: bool = True) -> Any:
+        """The hits (or, ``matching=False``, every row the filters let through), newest first."""
+        conditions = (*self.where, self.match) if matching else self.where
+        return (select(*self.columns).where(*conditions)
+                .order_by(self.at.desc(), self.id.desc()))
+
+
+def _plan(
+    conn: Connection, kind: str, terms: Sequence[Term], filters: Filters, cursor: str | None,
+) -> _Plan | None:
+    """One table's part of a search, or None when there can be no hit in it."""
     t, type_, name, text = KINDS[kind]
     where: list[ColumnElement[bool]] = []
     if filters.types is not None:
@@ -155,14 +176,16 @@ def _matching(
             where.append(t.c.type.in_(wanted))
     col = {c: t.c[c] for c in ("agent_id", "timestamp", "id")}
     if conn.dialect.name == "postgresql":
-        where.append(literal_column(SEARCH_COLUMN).op("@@")(func.to_tsquery(
-            literal_column("'simple'::regconfig"), bindparam(f"{kind}_query", tsquery(terms))
-        )))
+        # the query is written into the statement, not bound: statements are prepared, and
+        # the plan of a bound query (generic after a few runs) cannot know how many rows it
+        # matches
+        query = bindparam(f"{kind}_query", tsquery(terms), literal_execute=True)
+        match = literal_column(SEARCH_COLUMN).op("@@")(func.to_tsquery(
+            literal_column("'simple'::regconfig"), query))
     else:
         match, lookup = _fts5_match(conn, t, fts5_query(terms))
         if match is None:
             return None
-        where.append(match)
         if lookup:  # the few matching rows are read by rowid: no index is to compete
             col = {c: _plain(conn, t.c[c]) for c in col}
     if filters.agent_id is not None:
@@ -186,16 +209,53 @@ def _matching(
         at, _ = decode_cursor(cursor)
         where.append(col["timestamp"] <= at)  # a range the time index can serve
         where.append(after_cursor(col["timestamp"], col["id"], cursor, descending=True))
-    return (
-        select(
-            literal(kind).label("kind"), t.c.id, t.c.agent_id, t.c.execution_id, t.c.timestamp,
-            t.c[type_].label("type"), t.c[name].label("name"), t.c[text].label("text"),
-            t.c.metadata,
-        )
-        .where(*where)
-        .order_by(col["timestamp"].desc(), col["id"].desc())
-        .limit(limit)
+    columns = (
+        literal(kind).label("kind"), t.c.id, t.c.agent_id, t.c.execution_id, t.c.timestamp,
+        t.c[type_].label("type"), t.c[name].label("name"), t.c[text].label("text"),
+        t.c.metadata,
     )
+    return _Plan(t, columns, tuple(where), match, col["timestamp"], col["id"])
+
+
+# PostgreSQL: how many of the newest rows (that the filters let through) a search reads first
+RECENT_WINDOW = 5_000
+
+
+def _postgres_hits(conn: Connection, plan: _Plan, limit: int) -> list[Any]:
+    """A table's hits on PostgreSQL, newest first, found in two steps.
+
+    PostgreSQL's planner picks between walking the time index newest first (quick when
+    matches are many) and reading every match through the GIN index, then sorting (quick when
+    they are few) by its estimate of how many rows match; for a word it has no statistics of,
+    it guesses "many", and a walk over a million rows for a word that matches none takes a
+    second.  So: first the ``RECENT_WINDOW`` newest rows are read along the time index and
+    matched (enough when matches are dense); if they hold fewer than ``limit`` hits, the older
+    matches come from the GIN index, sorted by an expression no index serves, so that the
+    planner cannot walk.
+    """
+    t = plan.table
+    recent = plan.query(matching=False).add_columns(
+        literal_column(SEARCH_COLUMN).label("search_vector")).limit(RECENT_WINDOW).subquery()
+    vector = recent.c.search_vector
+    condition = vector.op("@@")(plan.match.right)
+    hits = list(conn.execute(
+        select(*(recent.c[c.name] for c in plan.columns)).where(condition)
+        .order_by(recent.c.timestamp.desc(), recent.c.id.desc()).limit(limit)))
+    if len(hits) >= limit:
+        return hits
+    edge = conn.execute(
+        plan.query(matching=False).with_only_columns(t.c.timestamp, t.c.id)
+        .offset(RECENT_WINDOW - 1).limit(1)).one_or_none()
+    if edge is None:  # the window held every row the filters let through
+        return hits
+    before_edge = tuple_(t.c.timestamp, t.c.id) < tuple_(
+        literal(edge.timestamp, t.c.timestamp.type), literal(edge.id, t.c.id.type))
+    older = (select(*plan.columns)
+             .where(*plan.where, plan.match, before_edge)
+             .order_by((t.c.timestamp + literal_column("interval '0 seconds'")).desc(),
+                       t.c.id.desc())
+             .limit(limit - len(hits)))
+    return hits + list(conn.execute(older))
 
 
 # SQLite plans a search by how many rows of the table match, and how densely:
