@@ -163,3 +163,19 @@ async def test_async_twins(stored) -> None:
     dry = await stored.aapply_retention(dry_run=True, at=NOW)
     assert dry.totals.logs == 4 * 30
     assert [p.agent_id for p in await stored.aget_retention_policies()] == [None, "booker"]
+
+
+def test_many_rows_go_in_many_short_batches(service: ResultsPersistenceService) -> None:
+    old = NOW - 10 * DAY
+    service.save_traces(service.trace_row(agent_id="a", execution_id=f"e{i % 13}",
+                                          type="tool_end", content=f"call {i}", timestamp=old)
+                        for i in range(3_000))
+    service.save_trace(agent_id="a", execution_id="e1", type="tool_end", content="young")
+    service.set_retention_policy(traces=DAY)
+    batches: list[int] = []
+    done = service.apply_retention(on_progress=lambda kind, n: batches.append(n))
+    assert done.totals.traces == 3_000 == sum(batches) and len(batches) > 1
+    assert [t.content for t in service.get_execution_traces("e1")] == ["young"]
+    assert service.search("call") == []  # the search index forgot them too
+    service.save_log(agent_id="a", execution_id="e1", message="the database still writes")
+    assert service.search("database writes")[0].kind == "log"

@@ -700,7 +700,7 @@ class ResultsPersistenceService:
             resume = started + took * (1 + pause)
             if sqlite:
                 with self.db.cursor() as cur:
-                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             time.sleep(max(0.0, resume - time.monotonic()))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
