@@ -313,7 +313,10 @@ def _readable(dbapi_conn: Any) -> bool:
 # -- the registry: one Database per URL, counted ----------------------------------------------
 
 _open: dict[str, Database] = {}
-_open_lock = threading.Lock()
+# re-entrant: a Lease dropped without close() releases its database from a weakref finalizer,
+# which the garbage collector may run inside `acquire` (creating an engine allocates), on the
+# thread that holds the lock
+_open_lock = threading.RLock()
 _watching_forks = False
 
 
@@ -361,6 +364,6 @@ def open_databases() -> list[Database]:
 
 def _after_fork() -> None:
     global _open_lock
-    _open_lock = threading.Lock()
+    _open_lock = threading.RLock()
     for db in _open.values():
         db._after_fork()
