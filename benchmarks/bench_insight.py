@@ -12,8 +12,9 @@ For each database (a SQLite file in a temporary directory, a throw-away PostgreS
    into one without its triggers, interleaved (100,000 rows, 3 rounds);
 1. **generate**: 1,000,000 traces and 200,000 logs of 20,000 agent runs (10 agents, 30 days,
    12 tools; model calls with token usage, tool inputs and outputs, errors with class names,
-   punctuation and non-ASCII words) through the handler's `BackgroundWriter`, and the runs'
-   20,000 result rows (inserted in bulk, with their times spread over the 30 days);
+   punctuation and non-ASCII words) through the handler's `BackgroundWriter`, in time order
+   as a live system writes them, and the runs' 20,000 result rows (inserted in bulk, with
+   their times spread over the 30 days);
 2. **search**: a mix of queries (error class names, a common word, a phrase, a prefix, a
    non-ASCII word, a tool name, a rare booking reference, nothing), each with and without an
    agent filter, interleaved round after round: median per query, p95 over every call;
@@ -177,10 +178,12 @@ def generate(url: str, runs: int, *, seed: int = 16) -> dict[str, Any]:
                               install_signal_handler=False)
     now = time.time()
     rows = []
+    # runs start at random moments of the last 30 days and are written in that order, as a
+    # live system writes them (rows about in time order)
+    starts = sorted(now - rng.uniform(0, DAYS * 86400) - 3600 for _ in range(runs))
     started = time.perf_counter()
-    for run in range(runs):
+    for run, start in enumerate(starts):
         agent = AGENTS[run % len(AGENTS)]
-        start = now - rng.uniform(0, DAYS * 86400) - 3600
         events, row = _events(rng, run, agent, start)
         for event in events:
             writer.put(event)

@@ -59,7 +59,7 @@ RETENTION_BATCH_SECONDS = 0.01  # how long one retention transaction should hold
 # batch took.  SQLite has one writer at a time, and writers in other processes poll for the
 # lock at growing intervals: most of the time must be free for them to find it free.
 # PostgreSQL writers never wait for the deleted rows' locks, but share its WAL and disks.
-RETENTION_PAUSE = {"sqlite": 4.0, "postgresql": 1.0}
+RETENTION_PAUSE = {"sqlite": 4.0, "postgresql": 2.0}
 UNCHANGED: Any = object()
 """`set_retention_policy`: leave this age as it is."""
 EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
@@ -640,10 +640,11 @@ class ResultsPersistenceService:
                         counts[kind] = retention_sql.count_old(conn, kind, scope, when)
                     continue
                 table, where = retention_sql.old_rows(kind, scope, when)
-                counts[kind] = self._in_batches(
-                    lambda conn, n, t=table, w=where: paging_delete(conn, t, w, n),
-                    _progress(on_progress, kind),
-                )
+                with self._merging_later(table):
+                    counts[kind] = self._in_batches(
+                        lambda conn, n, t=table, w=where: paging_delete(conn, t, w, n),
+                        _progress(on_progress, kind),
+                    )
             when = scope.cutoffs["checkpoints"]
             if when is not None:
                 counts.update(self._old_threads(scope, when, dry_run, on_progress))
@@ -674,15 +675,36 @@ class ResultsPersistenceService:
                 lambda conn, n, chunk=chunk: retention_sql.delete_orphans(conn, chunk, n), None)
         return {"threads": len(gone), "checkpoints": total}
 
+    @contextmanager
+    def _merging_later(self, table: Any) -> Iterator[None]:
+        """On SQLite, while many rows of a searched table go: FTS5's automerge off, then on
+        again, and the merging done in small steps, each a short transaction (see
+        `retention_sql.set_automerge`)."""
+        fts = retention_sql.fts_table(table) if self._dialect == "sqlite" else None
+        if fts is None:
+            yield
+            return
+        with self._blocking("apply retention"), self.db.write() as conn:
+            retention_sql.set_automerge(conn, fts, 0)
+        try:
+            yield
+        finally:
+            with self._blocking("apply retention"), self.db.write() as conn:
+                retention_sql.set_automerge(conn, fts, retention_sql.FTS5_AUTOMERGE)
+        self._in_batches(
+            lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
+
     def _in_batches(
-        self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None
+        self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None,
+        *, size: int | None = None,
     ) -> int:
         """Run ``step(conn, size)`` (it deletes up to ``size`` rows) in one short transaction
         after another until it deletes fewer than ``size``; sizes adapt so that each lasts
         about ``RETENTION_BATCH_SECONDS``; the database is then left to others for
         ``RETENTION_PAUSE`` times as long (on SQLite, the WAL is checkpointed meanwhile, by this
         connection, so that a writer's commit does not do it)."""
-        total, size = 0, min(200, self.cleanup_batch_size)
+        fixed = size is not None
+        total, size = 0, size or min(200, self.cleanup_batch_size)
         sqlite = self._dialect == "sqlite"
         pause = RETENTION_PAUSE.get(self._dialect, 1.0)
         while True:
@@ -695,8 +717,9 @@ class ResultsPersistenceService:
                 on_progress(gone)
             if gone < size:
                 return total
-            size = max(20, min(self.cleanup_batch_size,
-                               int(size * RETENTION_BATCH_SECONDS / max(took, 1e-4))))
+            if not fixed:
+                size = max(20, min(self.cleanup_batch_size,
+                                   int(size * RETENTION_BATCH_SECONDS / max(took, 1e-4))))
             resume = started + took * (1 + pause)
             if sqlite:
                 with self.db.cursor() as cur:

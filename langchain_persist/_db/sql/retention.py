@@ -31,11 +31,13 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import (
     DEFAULT_POLICY,
+    SEARCHED,
     agent_results,
     agent_traces,
     checkpoint_state_values,
@@ -200,3 +202,35 @@ def delete_orphans(conn: Connection, thread_ids: Sequence[str], size: int) -> in
         orphan = ~exists().where(checkpoint_states.c.thread_id == table.c.thread_id)
         gone += delete_batch(conn, table, table.c.thread_id.in_(list(thread_ids)) & orphan, left)
     return gone
+
+
+# -- SQLite's search index while many rows go -----------------------------------------------
+#
+# FTS5 merges the segments of its index as rows are written (``automerge``), and a delete is a
+# write: during a large cleanup some batches would do a merge besides, holding the write lock
+# ten times longer than the others.  So a cleanup turns automerge off for the table it empties
+# (writers meanwhile add small segments, which FTS5 still merges when they pile up), turns it
+# back on at the end, then does the merging itself, in small steps.
+
+FTS5_AUTOMERGE = 4  # FTS5's default
+MERGE_PAGES = 32  # pages of merge work per step
+
+
+def fts_table(table: Table) -> str | None:
+    """The FTS5 table that indexes ``table`` (logs and traces), or None."""
+    return f"{table.name}_search" if table.name in SEARCHED else None
+
+
+def set_automerge(conn: Connection, fts: str, value: int) -> None:
+    """Set FTS5's ``automerge`` of an index (0: off)."""
+    conn.execute(text(f"INSERT INTO {fts} ({fts}, rank) VALUES ('automerge', :value)"),
+                 {"value": value})
+
+
+def merge_step(conn: Connection, fts: str, pages: int = MERGE_PAGES) -> bool:
+    """Merge up to ``pages`` pages of an FTS5 index; whether there was work left to do."""
+    raw = conn.connection.dbapi_connection
+    before = raw.total_changes  # type: ignore[union-attr]
+    conn.execute(text(f"INSERT INTO {fts} ({fts}, rank) VALUES ('merge', :pages)"),
+                 {"pages": pages})
+    return raw.total_changes - before >= 2  # type: ignore[union-attr]
