@@ -677,8 +677,8 @@ class ResultsPersistenceService:
 
     @contextmanager
     def _merging_later(self, table: Any) -> Iterator[None]:
-        """On SQLite, while many rows of a searched table go: FTS5's automerge off, then on
-        again, and the merging done in small steps, each a short transaction (see
+        """On SQLite, while many rows of a searched table go: FTS5's automerge off, the merging
+        then done in small steps, each a short transaction, and automerge on again (see
         `retention_sql.set_automerge`)."""
         fts = retention_sql.fts_table(table) if self._dialect == "sqlite" else None
         if fts is None:
@@ -688,11 +688,11 @@ class ResultsPersistenceService:
             retention_sql.set_automerge(conn, fts, 0)
         try:
             yield
-        finally:
+            self._in_batches(
+                lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
+        finally:  # on again once the merging is done (or a batch failed)
             with self._blocking("apply retention"), self.db.write() as conn:
                 retention_sql.set_automerge(conn, fts, retention_sql.FTS5_AUTOMERGE)
-        self._in_batches(
-            lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
 
     def _in_batches(
         self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None,

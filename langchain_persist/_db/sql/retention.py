@@ -209,8 +209,8 @@ def delete_orphans(conn: Connection, thread_ids: Sequence[str], size: int) -> in
 # FTS5 merges the segments of its index as rows are written (``automerge``), and a delete is a
 # write: during a large cleanup some batches would do a merge besides, holding the write lock
 # ten times longer than the others.  So a cleanup turns automerge off for the table it empties
-# (writers meanwhile add small segments, which FTS5 still merges when they pile up), turns it
-# back on at the end, then does the merging itself, in small steps.
+# (writers meanwhile add small segments, which FTS5 still merges when they pile up), does the
+# merging itself at the end, in small steps, then turns it back on.
 
 FTS5_AUTOMERGE = 4  # FTS5's default
 MERGE_PAGES = 32  # pages of merge work per step
