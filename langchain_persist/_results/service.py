@@ -25,6 +25,7 @@ from .._db.sql import checkpoints, events, results
 from .._db.sql import retention as retention_sql
 from .._db.sql import search as search_sql
 from .._db.sql import stats as stats_sql
+from .._db.sql.dialect import custom_plans
 from .._db.sql.paging import as_utc, encode_cursor
 from .._db.sql.paging import delete_batch as paging_delete
 from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
@@ -487,7 +488,7 @@ class ResultsPersistenceService:
             until=None if until is None else as_utc(until),
         )
         size = check.limit(limit)
-        with self.db.read() as conn:
+        with self.db.read() as conn, custom_plans(conn):
             rows = search_sql.search(conn, terms, filters, limit=size + 1, cursor=cursor)
         hits = []
         for row in rows[:size]:
@@ -534,7 +535,7 @@ class ResultsPersistenceService:
             agent_id=agent_id, since=None if since is None else cutoff(since),
             until=None if until is None else as_utc(until),
         )
-        with self.db.read() as conn:
+        with self.db.read() as conn, custom_plans(conn):
             totals = _stats_rows(conn, scope, None).get("", {})
             groups = _stats_rows(conn, scope, by) if by is not None else {}
             errors = stats_sql.top_errors(conn, scope, top_errors) if top_errors else []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, type_coerce
+from sqlalchemy import Connection, Table, func, text, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_\-]+")
@@ -35,3 +37,22 @@ def metadata_filter(conn: Connection, column: Any, filter: dict[str, Any]) -> li
         elif isinstance(value, bool | int | float | str):
             conditions.append(func.json_extract(column, path) == value)
     return conditions
+
+
+@contextmanager
+def custom_plans(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, plan each statement for its own parameters while in this block.
+
+    Statements are prepared (see `engine`), and after a few runs PostgreSQL may keep one
+    generic plan for all parameters: fine for the hot paths, wrong for searches and
+    statistics, whose best plan depends on the values (how many rows a word matches, how much
+    of a table a time range covers): a generic plan read a whole table for a 7-day range.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(text("SET plan_cache_mode = force_custom_plan"))
+    try:
+        yield
+    finally:
+        conn.execute(text("RESET plan_cache_mode"))

@@ -176,10 +176,8 @@ def _plan(
             where.append(t.c.type.in_(wanted))
     col = {c: t.c[c] for c in ("agent_id", "timestamp", "id")}
     if conn.dialect.name == "postgresql":
-        # the query is written into the statement, not bound: statements are prepared, and
-        # the plan of a bound query (generic after a few runs) cannot know how many rows it
-        # matches
-        query = bindparam(f"{kind}_query", tsquery(terms), literal_execute=True)
+        query = bindparam(f"{kind}_query", tsquery(terms))  # planned for its value: the
+        # service runs searches with custom plans (`dialect.custom_plans`)
         match = literal_column(SEARCH_COLUMN).op("@@")(func.to_tsquery(
             literal_column("'simple'::regconfig"), query))
     else:
