@@ -27,7 +27,6 @@ from .._db.sql import search as search_sql
 from .._db.sql import stats as stats_sql
 from .._db.sql.dialect import custom_plans
 from .._db.sql.paging import as_utc, encode_cursor
-from .._db.sql.paging import delete_batch as paging_delete
 from .._errors import NotFoundError, OwnershipError, StorageError, ValidationError
 from .._ids import uuid7
 from .._records import (
@@ -640,12 +639,17 @@ class ResultsPersistenceService:
                     with self.db.read() as conn:
                         counts[kind] = retention_sql.count_old(conn, kind, scope, when)
                     continue
-                table, where = retention_sql.old_rows(kind, scope, when)
+                table, _ = retention_sql.old_rows(kind, scope, when)
+                last: list[Any] = [None]  # the key the next batch starts after
+
+                def step(conn: Any, n: int, kind: str = kind, when: Any = when,
+                         scope: Any = scope, last: list[Any] = last) -> int:
+                    gone, last[0] = retention_sql.delete_old_batch(
+                        conn, kind, scope, when, n, last[0])
+                    return gone
+
                 with self._merging_later(table):
-                    counts[kind] = self._in_batches(
-                        lambda conn, n, t=table, w=where: paging_delete(conn, t, w, n),
-                        _progress(on_progress, kind),
-                    )
+                    counts[kind] = self._in_batches(step, _progress(on_progress, kind))
             when = scope.cutoffs["checkpoints"]
             if when is not None:
                 counts.update(self._old_threads(scope, when, dry_run, on_progress))

@@ -29,9 +29,11 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal,
     or_,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -234,3 +236,30 @@ def merge_step(conn: Connection, fts: str, pages: int = MERGE_PAGES) -> bool:
     conn.execute(text(f"INSERT INTO {fts} ({fts}, rank) VALUES ('merge', :pages)"),
                  {"pages": pages})
     return raw.total_changes - before >= 2  # type: ignore[union-attr]
+
+
+def delete_old_batch(
+    conn: Connection, kind: str, scope: Scope, cutoff: dt.datetime, size: int,
+    after: tuple[Any, Any] | None,
+) -> tuple[int, tuple[Any, Any] | None]:
+    """Delete up to ``size`` of the scope's old rows of ``kind``, oldest first, after the key
+    ``after`` (the last key of the previous batch): (how many went, the new last key).
+
+    Each batch starts where the previous one ended: rows deleted but not yet vacuumed
+    (PostgreSQL) are not walked past again, batch after batch, as a plain "the first ``size``
+    old rows" would (its cost grew with every batch).
+    """
+    table, where = old_rows(kind, scope, cutoff)
+    at = table.c.completed_at if kind == "results" else table.c.timestamp
+    if after is not None:
+        where &= tuple_(at, table.c.id) > tuple_(literal(after[0], at.type),
+                                                 literal(after[1], table.c.id.type))
+    key = list(table.primary_key.columns)
+    chosen = (select(*key, at.label("_at")).where(where).order_by(at, table.c.id).limit(size))
+    if conn.dialect.name == "postgresql":  # concurrent cleanups skip each other's rows
+        chosen = chosen.with_for_update(skip_locked=True)
+    rows = conn.execute(chosen).all()
+    if not rows:
+        return 0, after
+    conn.execute(delete(table).where(tuple_(*key).in_([tuple(r[:len(key)]) for r in rows])))
+    return len(rows), (rows[-1]._at, rows[-1].id)
