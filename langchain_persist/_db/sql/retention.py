@@ -242,24 +242,23 @@ def delete_old_batch(
     conn: Connection, kind: str, scope: Scope, cutoff: dt.datetime, size: int,
     after: tuple[Any, Any] | None,
 ) -> tuple[int, tuple[Any, Any] | None]:
-    """Delete up to ``size`` of the scope's old rows of ``kind``, oldest first, after the key
-    ``after`` (the last key of the previous batch): (how many went, the new last key).
+    """Delete up to about ``size`` of the scope's old rows of ``kind``, oldest first, after
+    the key ``after`` (where the previous batch ended): (how many went, where this one ended).
 
-    Each batch starts where the previous one ended: rows deleted but not yet vacuumed
-    (PostgreSQL) are not walked past again, batch after batch, as a plain "the first ``size``
-    old rows" would (its cost grew with every batch).
+    A batch is the ``size`` oldest rows after ``after``, in (time, id) order, deleted by
+    primary key.  Each batch starts where the previous one ended, so
+    rows deleted but not yet vacuumed (PostgreSQL) are not walked past again and again, as a
+    plain "the first ``size`` old rows" would (its cost grew with every batch).
     """
     table, where = old_rows(kind, scope, cutoff)
-    at = table.c.completed_at if kind == "results" else table.c.timestamp
+    at, id_ = (table.c.completed_at if kind == "results" else table.c.timestamp), table.c.id
+    conditions = [where]
     if after is not None:
-        where &= tuple_(at, table.c.id) > tuple_(literal(after[0], at.type),
-                                                 literal(after[1], table.c.id.type))
-    key = list(table.primary_key.columns)
-    chosen = (select(*key, at.label("_at")).where(where).order_by(at, table.c.id).limit(size))
-    if conn.dialect.name == "postgresql":  # concurrent cleanups skip each other's rows
-        chosen = chosen.with_for_update(skip_locked=True)
-    rows = conn.execute(chosen).all()
-    if not rows:
-        return 0, after
-    conn.execute(delete(table).where(tuple_(*key).in_([tuple(r[:len(key)]) for r in rows])))
-    return len(rows), (rows[-1]._at, rows[-1].id)
+        conditions += [at >= after[0], tuple_(at, id_) > tuple_(
+            literal(after[0], at.type), literal(after[1], id_.type))]
+    chosen = select(*table.primary_key.columns).where(*conditions).order_by(at, id_).limit(size)
+    last = conn.execute(select(at, id_).where(*conditions).order_by(at, id_)
+                        .offset(size - 1).limit(1)).one_or_none()
+    key = tuple_(*table.primary_key.columns)
+    gone = conn.execute(delete(table).where(key.in_(chosen))).rowcount
+    return gone, (last[0], last[1]) if last is not None else after
