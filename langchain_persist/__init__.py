@@ -14,7 +14,20 @@ from ._errors import (
     StorageError,
     ValidationError,
 )
-from ._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from ._records import (
+    AgentResult,
+    AgentTrace,
+    CheckpointState,
+    ErrorCount,
+    ExecutionLog,
+    Page,
+    RetentionCounts,
+    RetentionPolicy,
+    RetentionReport,
+    SearchHit,
+    Stats,
+    StatsRow,
+)
 from ._results.service import ResultsPersistenceService
 
 results_persistence = ResultsPersistenceService()
@@ -26,6 +39,7 @@ __all__ = [
     "BackgroundWriter",
     "CheckpointState",
     "ConfigurationError",
+    "ErrorCount",
     "ExecutionLog",
     "ExecutionTracker",
     "NotFoundError",
@@ -35,8 +49,14 @@ __all__ = [
     "PersistSaver",
     "PersistenceError",
     "ResultsPersistenceService",
+    "RetentionCounts",
+    "RetentionPolicy",
+    "RetentionReport",
     "SchemaError",
+    "SearchHit",
     "SerializationError",
+    "Stats",
+    "StatsRow",
     "StorageError",
     "ValidationError",
     "results_persistence",

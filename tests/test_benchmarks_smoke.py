@@ -105,3 +105,29 @@ def test_server_reads_bench_smoke(pg_admin_url: str) -> None:
     assert result.returncode == 0, result.stderr[-5000:]
     for route in ("| this code | GET results |", "| this code | GET /api/health |"):
         assert route in result.stdout, result.stdout
+
+
+def test_insight_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
+    """``bench_insight.py --smoke`` exits 0 and reports search, stats and retention on both
+    databases, every generated row stored and every old one deleted."""
+    out = tmp_path / "insight.json"
+    result = _smoke("bench_insight.py", out, pg_admin_url)
+    for heading in ("### What the search index costs the writer", "### Search",
+                    "### Stats: one agent, last 7 days", "### Retention while the handler writes"):
+        assert heading in result.stdout
+    results = json.loads(out.read_text())["results"]
+    for db in ("sqlite", "postgresql"):
+        generated = results[db]["generate"]
+        assert generated["traces"] == 200 * 50 and generated["logs"] == 200 * 10
+        assert results[db]["search"]["queries"]["rare reference | all agents"]["hits"] == 1
+        assert results[db]["retention"]["deleted"] == results[db]["retention"]["planned"] > 0
+
+
+def test_storage_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
+    """``bench_storage.py --smoke`` exits 0 and measures every variant."""
+    out = tmp_path / "storage.json"
+    result = _smoke("bench_storage.py", out, pg_admin_url)
+    assert "### Bytes per stored row" in result.stdout
+    for variant in ("| SQLite | as text |", "| SQLite | zstd |", "| PostgreSQL | pglz |",
+                    "| PostgreSQL | lz4 |"):
+        assert variant in result.stdout

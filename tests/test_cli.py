@@ -73,8 +73,8 @@ def test_runs_list_and_show(stored: Stored) -> None:
     for seen in ("Result", "failed", "FlightApiTimeout", "Traces", "step 2 · tools",
                  "search_flights", "get_weather", "Logs", "execution failed"):
         assert seen in out, seen
-    assert "stopped at interrupt(): waiting for a human" in cli("runs", "show", paused,
-                                                                "--url", url)
+    assert f"stopped at interrupt(); resumed by {done}" in cli("runs", "show", paused,
+                                                                 "--url", url)
     shown = cli_json("runs", "show", failed, "--url", url)
     assert shown["result"]["status"] == "failed" and shown["interrupted"] is False
     groups = {g["label"]: g["children"] for g in shown["trace_tree"]}

@@ -41,6 +41,9 @@ def test_demo_fails_resumes_is_approved_and_completes(db_url: str) -> None:
     service = ResultsPersistenceService(db_url, migrate=False)
     results = list(reversed(service.find_results(agent_id="travel-agent")))
     assert [r.status for r in results] == ["failed", "completed", "completed"]
+    # run 2 stopped at interrupt(), waited as interrupted, and run 3 resumed it
+    assert results[1].metadata["interrupted"] is True
+    assert results[1].metadata["resumed_by"] == results[2].execution_id
     assert results[0].error.startswith("FlightApiTimeout")
     assert "TP 539 booked" in results[-1].result
     thread = results[0].thread_id

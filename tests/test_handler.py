@@ -488,16 +488,78 @@ def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handl
     first, second = uuid.uuid4(), uuid.uuid4()
     out = graph.invoke({"text": "sky is "}, {**config, "run_id": first})
     assert "__interrupt__" in out
+    paused, traces, logs = _stored(service, handler, first)
+    assert paused.status == "interrupted" and paused.metadata["interrupted"] is True
+    assert paused.completed_at is not None and paused.error is None
+    assert not [t for t in traces if t.type.endswith("error")]  # an interrupt is no error
+    assert logs[-1].message == "execution interrupted, waiting for input: LangGraph"
+    assert service.find_results(status="interrupted", thread_id="t-hitl")[0].id == paused.id
+
     assert graph.invoke(Command(resume="blue"), {**config, "run_id": second}) == {
         "text": "sky is blue"
     }
-    paused, traces, logs = _stored(service, handler, first)
-    assert paused.status == "completed" and paused.metadata["interrupted"] is True
-    assert not [t for t in traces if t.type.endswith("error")]  # an interrupt is no error
-    assert logs[-1].message == "execution interrupted, waiting for input: LangGraph"
     done, _, _ = _stored(service, handler, second)
     assert done.status == "completed" and done.result == '{"text":"sky is blue"}'
+    resumed = service.get_result(paused.id)  # resumed: it waits no more
+    assert resumed.status == "completed" and resumed.metadata["resumed_by"] == str(second)
+    assert resumed.completed_at == paused.completed_at  # when the run itself stopped
     assert handler.active_runs == 0
+
+
+def test_an_async_resume_ends_the_interrupted_run_without_a_write_on_the_loop(service, handler):
+    """In an async run the end goes through the spool (no database I/O on the event loop), and
+    it still resumes the thread's interrupted run once the writer has stored it."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    def ask(state: _State) -> dict[str, str]:
+        return {"text": state["text"] + interrupt("which colour?")}
+
+    builder = StateGraph(_State)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"callbacks": [handler], "configurable": {"thread_id": "t-hitl-async"}}
+    first, second = uuid.uuid4(), uuid.uuid4()
+
+    async def both() -> None:
+        await graph.ainvoke({"text": "sky is "}, {**config, "run_id": first})
+        assert await handler.aflush(10)
+        await graph.ainvoke(Command(resume="blue"), {**config, "run_id": second})
+
+    asyncio.run(both())
+    done, _, _ = _stored(service, handler, second)
+    paused, _, _ = _stored(service, handler, first)
+    assert done.status == "completed" and done.result == '{"text":"sky is blue"}'
+    assert paused.status == "completed" and paused.metadata["resumed_by"] == str(second)
+
+
+def test_an_interrupted_run_fails_when_its_resume_fails(service, handler):
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    def ask(state: _State) -> dict[str, str]:
+        answer = interrupt("which colour?")
+        if answer == "none":
+            raise ValueError("no colour given")
+        return {"text": state["text"] + answer}
+
+    builder = StateGraph(_State)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = {"callbacks": [handler], "configurable": {"thread_id": "t-hitl-fail"}}
+    first, second = uuid.uuid4(), uuid.uuid4()
+    graph.invoke({"text": "sky is "}, {**config, "run_id": first})
+    with pytest.raises(ValueError, match="no colour"):
+        graph.invoke(Command(resume="none"), {**config, "run_id": second})
+    paused, _, _ = _stored(service, handler, first)
+    failed, _, _ = _stored(service, handler, second)
+    assert failed.status == "failed"
+    assert paused.status == "failed" and paused.metadata["resumed_by"] == str(second)
+    assert paused.error is None  # its own run did not fail: the one that resumed it did
 
 
 def test_interrupt_inside_a_tool_is_a_pause_not_an_error(service, handler):
@@ -517,6 +579,7 @@ def test_interrupt_inside_a_tool_is_a_pause_not_an_error(service, handler):
                         "run_id": run})
     assert "__interrupt__" in out
     result, traces, _ = _stored(service, handler, run)
-    assert result.metadata["interrupted"] is True and result.error is None
+    assert result.status == "interrupted" and result.error is None
+    assert result.metadata["interrupted"] is True
     tool_traces = [(t.type, t.name) for t in traces if t.type.startswith("tool")]
     assert tool_traces == [("tool_start", "approve"), ("tool_interrupt", "approve")]

@@ -26,7 +26,7 @@ from langchain_persist import (
 )
 from langchain_persist._sanitize import bounded, clean_text
 
-EXAMPLES = settings(max_examples=60, deadline=None, derandomize=True,
+EXAMPLES = settings(max_examples=80, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 CALLS = [
@@ -48,6 +48,14 @@ CALLS = [
     ("latest_checkpoint_id", lambda v: {"thread_id": v[0], "checkpoint_ns": v[1]}),
     ("cleanup_old_logs", lambda v: {"older_than": v[3]}),
     ("count_old_results", lambda v: {"older_than": v[3]}),
+    ("search", lambda v: {"query": v[3], "agent_id": v[0], "execution_id": v[1],
+                          "thread_id": v[2], "types": v[4], "status": v[5], "since": v[4],
+                          "cursor": v[5] if isinstance(v[5], str) else None}),
+    ("stats", lambda v: {"agent_id": v[0], "since": v[3], "by": v[5], "top_errors": v[4]}),
+    ("set_retention_policy", lambda v: {"agent_id": v[0], "logs": v[3], "traces": v[4]}),
+    ("delete_retention_policy", lambda v: {"agent_id": v[0]}),
+    ("resolve_interrupted", lambda v: {"thread_id": v[0], "status": v[5], "resumed_by": v[1],
+                                       "keep": v[2]}),
 ]
 
 

@@ -48,6 +48,19 @@ EXPECTED = {
         "dry run: nothing was deleted",  # the CLI's cleanup --dry-run
         '"deleted": {',  # the CLI's cleanup --json
     ],
+    "04_analytics.ipynb": [
+        "TimeoutError: flight search API timed out for",  # a search hit's snippet
+        "matched: timed out for Zürich",
+        "its run: failed",
+        "80 runs: 84% completed, 16% failed",
+        "tool_p95_ms",
+        "<Figure size 1100x350 with 2 Axes>",
+        "openai.RateLimitError: Error code: 429",  # the top errors
+        "- exactly the dry run: True",
+        "3 matches for 'TimeoutError Zürich'",  # the CLI's search
+        "By tool",  # the CLI's stats
+        "Retention policies",  # the CLI's retention show
+    ],
 }
 
 

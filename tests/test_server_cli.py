@@ -124,6 +124,7 @@ def test_the_documented_example_behaves_as_docs_server_md_shows(sqlite_url, monk
             "thinking", "tool_start", "complete"]  # the booking waits at interrupt()
         done = events[-1].data
         assert done["interrupts"][0]["value"] == {"question": "Book TP 539?"}
+        assert done["status"] == "interrupted"
         resumed = post_events(client, "/api/agents/travel-agent/resume", {
             "checkpointId": done["checkpointId"], "resume": {"approved": True}})
         assert resumed[-1].data["output"] == "Booked TP 539 for Saturday; Lisbon will be sunny."

@@ -157,8 +157,11 @@ def test_an_interrupt_is_resumed_with_a_value(client):
     assert "tool_error" not in names(events)  # an interrupt is no failure
     (waiting,) = complete["interrupts"]
     assert waiting["value"] == {"question": f"may I go on with {task}#0?"}
+    assert complete["status"] == "interrupted"
     result = client.get(f"/api/results/{complete['resultId']}").json()
-    assert result["metadata"]["interrupted"] is True
+    assert result["status"] == "interrupted" and result["metadata"]["interrupted"] is True
+    listed = client.get(f"/api/agents/{AGENT}/results", params={"status": "interrupted"}).json()
+    assert [r["id"] for r in listed["items"]] == [complete["resultId"]]
 
     refused = client.post(f"/api/agents/{AGENT}/resume",
                           json={"checkpointId": complete["checkpointId"]})
@@ -168,7 +171,10 @@ def test_an_interrupt_is_resumed_with_a_value(client):
     assert [d["output"] for d in by_name(resumed, "tool_end")] == ["approved: yes"]
     done = resumed[-1].data
     assert names(resumed)[-1] == "complete" and "interrupts" not in done
-    assert done["output"] == f"answer to {task}"
+    assert done["output"] == f"answer to {task}" and done["status"] == "completed"
+    before = client.get(f"/api/results/{complete['resultId']}").json()
+    assert before["status"] == "completed"  # resumed: it waits no more
+    assert before["metadata"]["resumed_by"] == done["executionId"]
 
     again = client.post(f"/api/agents/{AGENT}/resume",
                         json={"checkpointId": done["checkpointId"], "resume": "no"})

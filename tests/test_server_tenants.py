@@ -57,6 +57,10 @@ def _requests(agent: str, run: dict) -> list[tuple[str, str, dict | None]]:
         ("GET", f"/api/agents/{agent}/executions/{e}/traces", None),
         ("GET", f"/api/checkpoints/{c}", None),
         ("GET", f"/api/agents/{agent}/checkpoints/{c}", None),
+        ("GET", f"/api/search?q=echo&agentId={agent}", None),
+        ("GET", f"/api/agents/{agent}/search?q=echo", None),
+        ("GET", f"/api/stats?agentId={agent}", None),
+        ("GET", f"/api/agents/{agent}/stats", None),
     ]
 
 
@@ -96,7 +100,7 @@ def test_a_checkpoint_of_no_agent_is_for_tokens_allowed_everything(tenants):
 
 
 def _fits(template: str, path: str) -> bool:
-    a, b = template.strip("/").split("/"), path.strip("/").split("/")
+    a, b = template.strip("/").split("/"), path.split("?")[0].strip("/").split("/")
     return len(a) == len(b) and all(x == y or x.startswith("{") for x, y in zip(a, b,
                                                                                 strict=True))
 
@@ -116,3 +120,16 @@ def test_the_viewer_shows_a_token_only_its_agents(tenants):
     as_all = {"Cookie": "langchain_persist_token=tok-all"}
     assert client.get("/threads/ownerless", headers=as_all).status_code == 200
     assert theirs["executionId"] in client.get("/", headers=as_all).text
+
+
+def test_search_and_stats_of_every_agent_are_for_tokens_allowed_everything(tenants):
+    _, client, runs, _ = tenants
+    for path in ("/api/search?q=echo", "/api/stats"):
+        assert _status(client, "GET", path, None, "tok-a") == 403
+        assert _status(client, "GET", path, None, "tok-all") == 200
+    hits = client.get("/api/agents/agent-a/search", params={"q": "echo"},
+                      headers=_auth("tok-a")).json()["items"]
+    assert hits and {h["agentId"] for h in hits} == {"agent-a"}
+    assert {h["executionId"] for h in hits} == {runs["agent-a"]["executionId"]}
+    every = client.get("/api/search", params={"q": "echo"}, headers=_auth("tok-all")).json()
+    assert {h["agentId"] for h in every["items"]} == {"agent-a", "agent-b-1"}

@@ -15,8 +15,10 @@ the event loop (~0.5 ms on SQLite, ~1 ms on PostgreSQL).
 
 What is recorded:
 
-- results: status ``running`` → ``completed`` (final output) or ``failed`` (error, partial
-  output); metadata ``usage`` (tokens from ``usage_metadata``), ``steps``, ``llm_calls``,
+- results: status ``running`` → ``completed`` (final output), ``failed`` (error, partial
+  output) or ``interrupted`` (stopped at an ``interrupt()`` to wait for input; when a later
+  run of the thread ends, it becomes ``completed``, or ``failed`` if that run failed);
+  metadata ``usage`` (tokens from ``usage_metadata``), ``steps``, ``llm_calls``,
   ``tool_calls``, ``duration_ms``, updated in the background after model calls (at most
   once a second per run);
   ``thread_id``, ``quest_id`` (run metadata) and ``checkpoint_id`` (the thread's newest
@@ -34,7 +36,6 @@ What is recorded:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -56,6 +57,7 @@ from .._sanitize import checked_id
 from . import execution
 from .execution import ExecutionState
 from .outputs import error_text, final_output
+from .spool import apply_end
 from .writer import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
@@ -187,6 +189,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event so far is stored; False if ``timeout`` passed first."""
         return self.writer.flush(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """`flush` for async code: waits off the event loop."""
+        return await asyncio.to_thread(self.writer.flush, timeout)
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Store what is queued and stop the writer thread."""
@@ -562,27 +568,34 @@ class PersistCallbackHandler(BaseCallbackHandler):
             summary["interrupted"] = True
         fields: dict[str, Any] = {"metadata": summary}
         if error is None:
-            fields.update(status="completed", result=final_output(outputs))
+            status = "interrupted" if summary.get("interrupted") else "completed"
+            fields.update(status=status, result=final_output(outputs))
         else:
             fields.update(status="failed", error=error_text(error), result=ex.partial)
+        change = self._end_change(ex, fields)
         try:
-            if not self.raise_error and _on_event_loop() and self._spool_end(ex, fields):
+            if not self.raise_error and _on_event_loop() and self._spool_end(ex, change):
                 return  # stored by the writer: no database I/O on the event loop
             spooled = self.writer.spooled() if self._spools else None
-            if ex.thread_id:  # a nicety: an outage is reported by the result write below
-                with contextlib.suppress(Exception):
-                    fields["checkpoint_id"] = self.results.latest_checkpoint_id(ex.thread_id)
             try:
-                if row.result_id is not None:
-                    self.results.update_result(row.result_id, **fields)
-                else:  # a short run: its whole row in one write
-                    self.results.save_result(**self._whole_row(ex, fields))
+                apply_end(self.results, change)
             except PersistenceError as exc:
-                self._result_failed("finish", ex, exc, fields)
+                self._result_failed("finish", ex, exc, change)
             if spooled is not None:
                 spooled.wait(SPOOL_WAIT)  # the run's events on local disk before it returns
         finally:
             self._finish_log(ex, error, summary)
+
+    def _end_change(self, ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
+        """The end of the run as one change for `apply_end`: an update of its row, or the
+        whole row if the running row was never written; in a thread, it names the thread's
+        newest checkpoint and resumes the thread's runs that waited at an interrupt()."""
+        row = ex.row
+        result_id = row.result_id if row is not None else None
+        return {"result_id": result_id, "fields": fields,
+                "create": self._whole_row(ex, fields) if result_id is None else None,
+                "latest_of": ex.thread_id,
+                "resumed_by": str(ex.execution_id) if ex.thread_id else None}
 
     @staticmethod
     def _whole_row(ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
@@ -592,19 +605,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
         row["metadata"] = {**ex.opening.get("metadata", {}), **fields.get("metadata", {})}
         return row
 
-    def _spool_end(self, ex: ExecutionState, fields: dict[str, Any]) -> bool:
+    def _spool_end(self, ex: ExecutionState, change: dict[str, Any]) -> bool:
         """Hand the end of the run to the writer, on local disk first (False: no spool)."""
-        if not self._spools:
+        if not self._spools or not self.writer.spool_end(str(ex.execution_id), change):
             return False
-        row = ex.row
-        result_id = row.result_id if row is not None else None
-        create = self._whole_row(ex, fields) if result_id is None else None
-        change = {"result_id": result_id, "fields": fields, "create": create,
-                  "latest_of": ex.thread_id}
-        if not self.writer.spool_end(str(ex.execution_id), change):
-            return False
-        self._put(ResultWrite("final", str(ex.execution_id), fields, None, result_id, create,
-                              ex.thread_id))
+        self._put(ResultWrite("final", str(ex.execution_id), change["fields"], change=change))
         return True
 
     def _finish_log(self, ex: ExecutionState, error: BaseException | None, summary: Any) -> None:
@@ -620,13 +625,13 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     def _result_failed(
         self, action: str, ex: ExecutionState, exc: PersistenceError,
-        fields: dict[str, Any] | None = None,
+        change: dict[str, Any] | None = None,
     ) -> None:
         """Report a result write that failed; its end goes to the spool (local disk) and is
         stored by the writer once the database is back, or by the next writer of the spool
         if this process dies."""
         self.result_errors += 1
-        spooled = fields is not None and self._spool_end(ex, fields)
+        spooled = change is not None and self._spool_end(ex, change)
         logger.error(
             "langchain-persist could not %s the result of execution %s: %s (the agent goes "
             "on; the end of the run is %s; pass raise_error=True to fail the run instead)",
@@ -634,10 +639,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
             "on local disk, and stored as soon as the database is back" if spooled
             else "retried in the background",
         )
-        if fields is not None and not spooled:
-            result_id = ex.row.result_id if ex.row is not None else None
-            create = self._whole_row(ex, fields) if result_id is None else None
-            self._put(ResultWrite("final", ex.execution_id, fields, None, result_id, create))
+        if change is not None and not spooled:
+            self._put(ResultWrite("final", ex.execution_id, change["fields"], change=change))
         if self.raise_error:
             raise exc
 

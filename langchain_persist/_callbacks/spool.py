@@ -306,9 +306,10 @@ def _store(events: EventStore, kind: str, rows: list[Any]) -> int:
 
 
 def apply_end(results: ResultStore, change: dict[str, Any]) -> None:
-    """Store a spooled end of run: an update of its row, or the whole row (with its id, so
-    that a retry makes no second row), naming the newest checkpoint of thread ``latest_of``.
-    A row that moved on already stays as it is."""
+    """Store an end of run: an update of its row, or the whole row (with its id, so that a
+    retry makes no second row), naming the newest checkpoint of thread ``latest_of``; then
+    the thread's runs that waited at an interrupt() are resumed by execution ``resumed_by``.
+    A row that moved on already stays as it is; every step can be retried."""
     fields, create = dict(change.get("fields") or {}), change.get("create")
     thread = change.get("latest_of")
     if thread and "checkpoint_id" not in fields:
@@ -322,3 +323,9 @@ def apply_end(results: ResultStore, change: dict[str, Any]) -> None:
             results.save_result(**{**create, **fields})
     except (ValidationError, NotFoundError):
         pass  # finished since (a finished row keeps its end), or deleted: nothing to store
+    if thread and change.get("resumed_by"):
+        own = change.get("result_id") or (create or {}).get("id")
+        results.resolve_interrupted(
+            thread, status="failed" if fields.get("status") == "failed" else "completed",
+            resumed_by=change["resumed_by"], keep=own,
+        )

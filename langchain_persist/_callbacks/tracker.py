@@ -2,7 +2,9 @@
 
 The seed's execution tracker, async: `start_execution` creates the result row (status
 ``running``) and logs the start, `update_progress` logs a step and updates the row,
-`complete_execution` and `fail_execution` finish it, with the thread's newest checkpoint.
+`complete_execution` and `fail_execution` finish it, with the thread's newest checkpoint, and
+`interrupt_execution` stops it at an ``interrupt()`` (status ``interrupted``, until a later
+execution of its thread ends).
 Usable alone (around any work), and used by the HTTP server around each graph run.
 
 An execution may span several graph runs (a retry resumes the graph from its last
@@ -160,6 +162,27 @@ class ExecutionTracker:
             checkpoint_id=checkpoint_id, metadata=metadata,
         )
 
+    async def interrupt_execution(
+        self,
+        execution_id: str,
+        output: Any = None,
+        *,
+        interrupts: Any = None,
+        checkpoint_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AgentResult:
+        """Mark the execution ``interrupted``: it stopped at an ``interrupt()`` and waits for
+        input (``interrupts``: what it asks, stored in the metadata).  When a later execution
+        of its thread ends, it becomes ``completed`` (or ``failed``, if that one failed).
+        """
+        meta = {**(metadata or {}), "interrupted": True}
+        if interrupts is not None:
+            meta["interrupts"] = interrupts
+        return await self._finish(
+            execution_id, "interrupted", "execution interrupted, waiting for input",
+            output=output, checkpoint_id=checkpoint_id, metadata=meta,
+        )
+
     def callback_handler(
         self, execution_id: str, *, source: str = "agent-callback"
     ) -> PersistCallbackHandler:
@@ -210,6 +233,11 @@ class ExecutionTracker:
         self._results.forget(execution_id)
         await self._log(tracked, "error" if error else "info", message,
                         {"checkpoint_id": row.checkpoint_id, **(metadata or {})})
+        if tracked.thread_id:  # earlier executions of the thread that waited at an interrupt
+            await self.service.aresolve_interrupted(
+                tracked.thread_id, status="failed" if status == "failed" else "completed",
+                resumed_by=execution_id, keep=row.id,
+            )
         return row
 
     async def _find(self, execution_id: str) -> _Tracked:
@@ -293,6 +321,18 @@ class AttemptResults:
     def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
         """The newest checkpoint id of a thread (the service's)."""
         return self.service.latest_checkpoint_id(thread_id, checkpoint_ns)
+
+    def resolve_interrupted(
+        self, thread_id: str, *, status: str, resumed_by: str | None = None,
+        keep: str | None = None,
+    ) -> list[str]:
+        """The end of a run: for a run of a tracked execution, nothing (the tracker resolves
+        the thread's interrupted executions when the execution ends); otherwise the
+        service's."""
+        if resumed_by in self._rows:
+            return []
+        return self.service.resolve_interrupted(
+            thread_id, status=status, resumed_by=resumed_by, keep=keep)
 
 
 def _added(earlier: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:

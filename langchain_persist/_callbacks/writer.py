@@ -92,19 +92,16 @@ class ResultWrite(NamedTuple):
     - ``"progress"``: update the running row (``fields`` are `update_result` arguments, with
       ``status="running"``, so it can never change a finished result); only the newest
       progress of a result in a batch is written;
-    - ``"final"``: the end of a run that the caller could not write: an update of
-      ``result_id``, or `save_result` with ``create`` when the row never existed (with the
-      newest checkpoint of thread ``latest_of``, looked up then).  It is retried until it
-      succeeds or the writer closes (and it waits in the spool).
+    - ``"final"``: the end of a run that the caller could not write, ``change`` (see
+      `apply_end`).  It is retried until it succeeds or the writer closes (and it waits in
+      the spool).
     """
 
     kind: str
     key: str
     fields: Mapping[str, Any]
     owner: ResultOwner | None = None
-    result_id: str | None = None
-    create: Mapping[str, Any] | None = None
-    latest_of: str | None = None  # a thread whose newest checkpoint the row names
+    change: Mapping[str, Any] | None = None
 
 
 class _Marker:
@@ -538,9 +535,7 @@ class BackgroundWriter:
                     return True
                 self.results.update_result(owner.result_id, **record.fields)
             else:
-                apply_end(self.results, {"result_id": record.result_id,
-                                         "fields": record.fields, "create": record.create,
-                                         "latest_of": record.latest_of})
+                apply_end(self.results, dict(record.change or {}))
                 if self.spool is not None:
                     self.spool.end_stored(record.key)
         except ValidationError as exc:

@@ -14,13 +14,21 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .._db.engine import Database, resolve_url
 from .._db.migrate import check, current_revision, head_revision, upgrade
 from .._db.schema import RESULT_STATUSES
 from .._results.inspect import is_stale
 from .._results.service import ResultsPersistenceService
+from .insight import retention_app, search, stats
 from .support import (
     Json,
     Serde,
@@ -63,6 +71,9 @@ spool_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(spool_app, name="spool")
+app.command()(search)
+app.command()(stats)
+app.add_typer(retention_app, name="retention")
 
 
 # -- the demo --------------------------------------------------------------------------------
@@ -341,9 +352,22 @@ def _where(db: Database) -> str:
 def db_upgrade(url: Url = None) -> None:
     """Create the tables, or upgrade them to this version's schema."""
     db = open_database(url)
+    progress = Progress(TextColumn("indexing {task.description:<8} for search"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    tasks: dict[str, TaskID] = {}
+
+    def indexed(table: str, done: int, total: int) -> None:
+        if table not in tasks:
+            progress.start()
+            tasks[table] = progress.add_task(table.split("_")[-1], total=total)
+        progress.update(tasks[table], completed=done, total=total)
+
     with database_errors(url):
         before = current_revision(db)
-        upgrade(db)
+        try:
+            upgrade(db, on_progress=indexed)
+        finally:
+            progress.stop()
     head = head_revision()
     if before == head:
         console.print(f"{_where(db)} is already at schema [bold]{head}[/] (current).")
@@ -500,6 +524,10 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
     serde: Serde = None,
+    retention_interval: Annotated[str, typer.Option(
+        "--retention-interval",
+        help="Apply the stored retention policies at startup and then this often (1h, 30m, "
+             "1d); off never applies them.")] = "1h",
 ) -> None:
     """Serve a graph over HTTP: execute and resume runs as SSE, follow them, read the results.
 
@@ -515,8 +543,11 @@ def serve(
         from ..server import serve as serve_graph
     except ImportError as exc:
         fail(escape(str(exc)))  # the message names 'langchain-persist[server]'
+    off = retention_interval.strip().lower() in ("off", "0", "never")
+    interval = None if off else parse_age(retention_interval).total_seconds()
     try:
-        serve_graph(graph, url=url, host=host, port=port, serde=serializer(serde))
+        serve_graph(graph, url=url, host=host, port=port, serde=serializer(serde),
+                    retention_interval=interval)
     except PersistenceError as exc:
         fail(escape(str(exc)))
 

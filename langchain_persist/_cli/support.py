@@ -4,7 +4,6 @@ to do, and parsing ages such as ``30d``."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,8 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from .._checkpoint.codec import load_serde
 from .._db.engine import Database, acquire, resolve_url
-from .._errors import PersistenceError
+from .._errors import PersistenceError, ValidationError
+from .._results import validate as ages
 from .._results.service import ResultsPersistenceService
 
 console = Console(soft_wrap=True)
@@ -46,8 +46,6 @@ Json = Annotated[
     bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")
 ]
 
-_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
-_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def fail(message: str, code: int = 1, *, markup: bool = True) -> NoReturn:
@@ -122,14 +120,10 @@ def database_errors(url: str | None) -> Iterator[None]:
 
 def parse_age(text: str) -> dt.timedelta:
     """An age such as ``30d``, ``12h``, ``15m``, ``90s``, ``2w`` or ``1d12h``."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = _AGE.findall(compact)
-    if not compact or "".join(f"{n}{u}" for n, u in parts) != compact:
-        raise typer.BadParameter(
-            f"{text!r} is not an age: use a number and a unit, such as 30d, 12h, 15m, 90s "
-            "(w, d, h, m, s; combined like 1d12h)"
-        )
-    return sum((dt.timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), dt.timedelta())
+    try:
+        return ages.parse_age(text)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def describe_age(age: dt.timedelta) -> str:

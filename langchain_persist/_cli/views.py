@@ -25,7 +25,7 @@ from .._results.inspect import (
 )
 from .._sanitize import jsonable
 
-STATUS_STYLE = {"running": "yellow", "completed": "green", "failed": "red"}
+STATUS_STYLE = {"running": "yellow", "completed": "green", "failed": "red", "interrupted": "blue"}
 LEVEL_STYLE = {"debug": "dim", "info": "cyan", "warn": "yellow", "error": "bold red"}
 SPAN_MARK = {
     "ok": ("✔", "green"),
@@ -97,9 +97,13 @@ def to_json_line(data: Any) -> str:
 
 
 def result_note(result: AgentResult, interrupted: bool = False) -> str | None:
-    """A short explanation next to a status: that the run stopped to wait for a human."""
-    if interrupted or result.metadata.get("interrupted"):
+    """A short explanation next to a status: that the run stopped to wait for a human (and
+    whether a later run resumed it)."""
+    if result.status == "interrupted":
         return "stopped at interrupt(): waiting for a human"
+    if interrupted or result.metadata.get("interrupted"):
+        by = result.metadata.get("resumed_by")
+        return f"stopped at interrupt(); resumed by {by}" if by else "stopped at interrupt()"
     return None
 
 
@@ -146,8 +150,8 @@ def _outcome(r: AgentResult, interrupted: bool) -> Text:
     text = Text()
     if r.error:
         text.append(f"✘ {clip(r.error, 300)}", style="red")
-    elif interrupted or r.metadata.get("interrupted"):
-        text.append("⏸ stopped at interrupt(): waiting for a human", style="yellow")
+    elif r.status == "interrupted" or interrupted or r.metadata.get("interrupted"):
+        text.append(f"⏸ {result_note(r, True)}", style="yellow")
     elif r.status == "running" and is_stale(r):
         text.append(f"⚠ stale: running, but unchanged since {when_short(r.updated_at)}; its "
                     "process may have died (mark it with mark_stale_results)", style="red")

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from .._errors import SchemaError
+from . import backfill
 from .engine import Database
 
 VERSION_TABLE = "langchain_persist_version"
@@ -41,13 +42,21 @@ def current_revision(db: Database) -> str | None:
         ).get_current_revision()
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
-    """Upgrade the schema; concurrent callers wait for each other, then find nothing to do."""
+def upgrade(
+    db: Database, revision: str = "head", *, on_progress: backfill.Progress | None = None
+) -> None:
+    """Upgrade the schema; concurrent callers wait for each other, then find nothing to do.
+
+    At the head, the rows stored before a new search index existed are then indexed, in
+    short batches (see `backfill`), with ``on_progress`` called after each batch.
+    """
     with db.write() as conn:  # BEGIN IMMEDIATE on SQLite: one upgrader at a time
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         command.upgrade(alembic_config(conn), revision)
     db.schema_checked = False
+    if revision == "head":
+        backfill.run(db, on_progress)
 
 
 def check(db: Database) -> None:
@@ -78,5 +87,7 @@ def ensure_schema(db: Database, *, migrate: bool = True) -> None:
                     f"({head}): run `langchain-persist db upgrade --url URL`"
                 )
             upgrade(db)
+        elif migrate:  # an upgrade that stopped before its backfill was done
+            backfill.run(db)
         db.schema_checked = True
 

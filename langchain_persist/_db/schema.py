@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -27,7 +28,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-RESULT_STATUSES = ("running", "completed", "failed")
+RESULT_STATUSES = ("running", "completed", "failed", "interrupted")
+"""A result is ``running`` until its run ends ``completed`` or ``failed``, or stops at an
+``interrupt()`` to wait for input: ``interrupted``, until a later run resumes its thread (then it
+becomes ``completed`` or ``failed``, as that run ends)."""
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 metadata = MetaData(
@@ -66,6 +70,9 @@ agent_results = Table(
     _at("created_at"),
     _at("updated_at"),
     _at("completed_at", nullable=True),
+    # on SQLite, which compresses nothing, a long result is stored here (zstd) instead of in
+    # `result` (PostgreSQL compresses long values itself: TOAST)
+    Column("result_zstd", LargeBinary),
     CheckConstraint(f"status IN {RESULT_STATUSES!r}", name="status"),
     Index(None, "agent_id", "created_at", "id"),
     Index(None, "created_at", "id"),  # every agent's runs, newest first (the viewer's list)
@@ -87,7 +94,7 @@ execution_logs = Table(
     Column("source", Key),
     Column("metadata", Json, nullable=False),
     CheckConstraint(f"level IN {LOG_LEVELS!r}", name="level"),
-    Index(None, "agent_id"),
+    Index(None, "agent_id", "timestamp"),  # an agent's events over a time range (search, stats)
     Index(None, "timestamp"),
 )
 
@@ -105,7 +112,7 @@ agent_traces = Table(
     Column("content", Text),
     Column("metadata", Json, nullable=False),
     Column("duration", Float),
-    Index(None, "agent_id"),
+    Index(None, "agent_id", "timestamp"),  # an agent's events over a time range (search, stats)
     Index(None, "timestamp"),
 )
 
@@ -158,3 +165,53 @@ checkpoint_state_writes = Table(
     Column("run_id", Key),
     Index(None, "run_id", **_WHEN_RUN_ID),
 )
+
+retention_policies = Table(
+    "retention_policies",
+    metadata,
+    # an agent's id, or DEFAULT_POLICY for the policy of every agent without one of its own
+    Column("agent_id", Key, primary_key=True),
+    # how long to keep each kind of row, in seconds; NULL keeps it forever
+    Column("keep_results", Float),
+    Column("keep_logs", Float),
+    Column("keep_traces", Float),
+    Column("keep_checkpoints", Float),  # a thread, counted from its last activity
+    _at("updated_at"),
+)
+DEFAULT_POLICY = "*"
+
+backfills = Table(
+    "langchain_persist_backfill",
+    metadata,
+    # a derived structure still being filled for the rows written before it existed (the
+    # search index of a table, see SEARCH_OBJECTS): from `position` up to `until`
+    Column("name", Key, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("until", BigInteger, nullable=False),
+)
+
+# -- full-text search: what SQLAlchemy Core cannot declare --------------------------------------
+#
+# Logs and traces are searched through structures that Core has no words for, created by the
+# migration that introduced them (0002) and kept out of Alembic's comparison by name
+# (migrations/env.py):
+#
+# - PostgreSQL: a ``search_vector tsvector`` column on each event table, filled by a BEFORE
+#   INSERT OR UPDATE trigger (a generated column would rewrite the whole table, under an
+#   exclusive lock, when an existing database is upgraded; the trigger lets old rows be filled
+#   in batches), a GIN index on it, and a partial index of the rows not yet filled.
+# - SQLite: an FTS5 table per event table (external content: it indexes the table's own text
+#   by rowid and stores none of it), kept in step by AFTER INSERT / UPDATE / DELETE triggers.
+#
+# The searched text is a trace's name and content, a log's message, with ASCII punctuation
+# read as spaces on both databases, so that ``openai.RateLimitError`` holds the word
+# ``RateLimitError`` and ``rate-limit`` the words ``rate`` and ``limit``.
+SEARCHED = {"agent_traces": ("name", "content"), "execution_logs": ("message",)}
+SEARCH_COLUMN = "search_vector"
+SEARCH_OBJECTS = frozenset({
+    SEARCH_COLUMN,
+    *(f"{table}_search" for table in SEARCHED),  # the FTS5 tables
+    *(f"ix_{table}_search_vector" for table in SEARCHED),  # the GIN indexes
+    *(f"ix_{table}_unindexed" for table in SEARCHED),  # rows awaiting the backfill
+})
+"""The names of the search structures that live outside this module (see above)."""

@@ -24,6 +24,7 @@ CONTEXT_KEYS = {
     "langgraph_step": "step",
     "thread_id": "thread_id",
     "langgraph_checkpoint_ns": "checkpoint_ns",
+    "ls_model_name": "model",  # a chat model's run: the model it called (stats by model)
 }
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
@@ -18,12 +19,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .._aio import async_twin
 from .._checkpoint.codec import load_values
+from .._db import backfill
 from .._db.engine import is_outage
 from .._db.lease import Lease, Leased, recheck_schema
 from .._db.plans import run_on
-from .._db.schema import agent_traces, execution_logs
+from .._db.schema import DEFAULT_POLICY, agent_traces, execution_logs
 from .._db.sql import checkpoints, events, results
-from .._db.sql.paging import as_utc
+from .._db.sql import retention as retention_sql
+from .._db.sql import search as search_sql
+from .._db.sql import stats as stats_sql
+from .._db.sql.dialect import custom_plans
+from .._db.sql.paging import as_utc, encode_cursor
 from .._errors import (
     NotFoundError,
     OwnershipError,
@@ -32,7 +38,21 @@ from .._errors import (
     ValidationError,
 )
 from .._ids import uuid7
-from .._records import AgentResult, AgentTrace, CheckpointState, ExecutionLog, Page
+from .._records import (
+    AgentResult,
+    AgentTrace,
+    CheckpointState,
+    ErrorCount,
+    ExecutionLog,
+    Page,
+    RetentionCounts,
+    RetentionPolicy,
+    RetentionReport,
+    SearchHit,
+    Stats,
+    StatsRow,
+    compress_text,
+)
 from .._sanitize import bounded, jsonable, shown, to_text
 from . import validate as check
 from .events import DEFAULT_MAX_TEXT, LogEvent, TraceEvent
@@ -42,6 +62,15 @@ logger = logging.getLogger("langchain_persist")
 
 DEFAULT_TRACE_CONTENT_LIMIT = 1000
 DEFAULT_CLEANUP_BATCH = 5000
+RESULT_COMPRESS_OVER = 4096  # characters: a longer result is stored compressed on SQLite
+RETENTION_BATCH_SECONDS = 0.01  # how long one retention transaction should hold its locks
+# After each retention batch the database is left to others this many times as long as the
+# batch took.  SQLite has one writer at a time, and writers in other processes poll for the
+# lock at growing intervals: most of the time must be free for them to find it free.
+# PostgreSQL writers never wait for the deleted rows' locks, but share its WAL and disks.
+RETENTION_PAUSE = {"sqlite": 4.0, "postgresql": 2.0}
+UNCHANGED: Any = object()
+"""`set_retention_policy`: leave this age as it is."""
 EVENT_TABLES = {"traces": agent_traces, "logs": execution_logs}
 Row = tuple[Any, ...]
 
@@ -72,6 +101,9 @@ class ResultsPersistenceService(Leased):
 
     The ``a``-prefixed twins run in ``executor`` when given (a server keeps its reads apart
     from the graph's work that way), else in the event loop's default executor.
+
+    On SQLite, a result longer than ``result_compress_over`` characters is stored compressed
+    (zstd; None never compresses); PostgreSQL compresses long values itself (TOAST).
     """
 
     def __init__(
@@ -84,6 +116,7 @@ class ResultsPersistenceService(Leased):
         serde: Any = None,
         max_text: int = DEFAULT_MAX_TEXT,
         executor: Executor | None = None,
+        result_compress_over: int | None = RESULT_COMPRESS_OVER,
     ) -> None:
         self._lease = Lease(url, migrate=migrate)
         self.max_text = max_text
@@ -92,6 +125,7 @@ class ResultsPersistenceService(Leased):
         self.trace_content_limit = trace_content_limit
         self.cleanup_batch_size = cleanup_batch_size
         self.serde = serde if serde is not None else default_serde()
+        self.result_compress_over = result_compress_over
         self.dropped: Counter[str] = Counter()
 
     def __repr__(self) -> str:
@@ -138,7 +172,7 @@ class ResultsPersistenceService(Leased):
             "thread_id": check.key("thread_id", thread_id, required=False),
             "checkpoint_id": check.key("checkpoint_id", checkpoint_id, required=False),
             "quest_id": check.key("quest_id", quest_id, required=False),
-            "result": self._text(result),
+            **self._result_columns(self._text(result)),
             "metadata": check.metadata(metadata),
             "status": check.status(status),
             "error": self._text(error),
@@ -165,8 +199,10 @@ class ResultsPersistenceService(Leased):
         """Update a result incrementally and return it.
 
         Only the fields given change; ``metadata`` is merged into the stored metadata (top-level
-        keys).  Moving to ``completed`` or ``failed`` sets ``completed_at``; a finished result
-        cannot move again (`ValidationError`), and an unknown id raises `NotFoundError`.
+        keys).  Moving from ``running`` to ``completed``, ``failed`` or ``interrupted`` sets
+        ``completed_at`` (when the run stopped); an ``interrupted`` result may then become
+        ``completed`` or ``failed`` (see `resolve_interrupted`); a finished result cannot move
+        again (`ValidationError`), and an unknown id raises `NotFoundError`.
         """
         changes: dict[str, Any] = {
             name: check.key(name, value)
@@ -179,7 +215,7 @@ class ResultsPersistenceService(Leased):
             if value is not None
         }
         if result is not None:
-            changes["result"] = self._text(result)
+            changes.update(self._result_columns(self._text(result)))
         if error is not None:
             changes["error"] = self._text(error)
         patch = check.metadata(metadata)
@@ -200,6 +236,16 @@ class ResultsPersistenceService(Leased):
                 f"result {result_id} is {current.status}; it cannot become {status} "
                 "(save a new result for a new run)"
             )
+
+    def _result_columns(self, text: str | None) -> dict[str, Any]:
+        """Where a result's text goes: ``result``, or compressed in ``result_zstd`` (long
+        text, on SQLite)."""
+        limit = self.result_compress_over
+        if text is not None and limit is not None and len(text) > limit and (
+            self.dialect == "sqlite"
+        ):
+            return {"result": None, "result_zstd": compress_text(text)}
+        return {"result": text, "result_zstd": None}
 
     def get_result(self, result_id: str) -> AgentResult | None:
         """A result by id, or None."""
@@ -275,6 +321,35 @@ class ResultsPersistenceService(Leased):
         check)."""
         with self._blocking("reach the database"), self.db.write() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+    def resolve_interrupted(
+        self,
+        thread_id: str,
+        *,
+        status: str,
+        resumed_by: str | None = None,
+        keep: str | None = None,
+    ) -> list[str]:
+        """A later run of ``thread_id`` ended: its ``interrupted`` results are waiting no more.
+
+        They move to ``status`` (``completed`` or ``failed``: how the run that resumed them
+        ended; pass ``completed`` when it stopped at another interrupt), with ``resumed_by``
+        (that run's execution id) in their metadata; ``keep`` is a result id left alone (the
+        resuming run's own).  ``completed_at`` stays when each run stopped.  Returns the ids of
+        the results it moved.  The callback handler and the execution tracker call it when a
+        run ends.
+        """
+        if type(status) is not str or status not in results.FINISHED:
+            raise ValidationError(
+                f"an interrupted result can become completed or failed, not {shown(status)}"
+            )
+        key = check.key("thread_id", thread_id)
+        resumed_by = check.key("resumed_by", resumed_by, required=False)
+        keep = None if keep is None else check.result_id(keep)
+        with self._blocking("resolve interrupted results"), self.db.write() as conn:
+            return results.resolve_interrupted(
+                conn, key, status=status, resumed_by=resumed_by, keep=keep, now=now()
+            )
 
     def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
         """The newest checkpoint id stored for a thread (by `PersistSaver`), or None."""
@@ -435,6 +510,297 @@ class ResultsPersistenceService(Leased):
             return events.list_events(conn, table, key, limit=size, cursor=cursor,
                                       since=check.moment("since", since))
 
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        agent_id: str | None = None,
+        execution_id: str | None = None,
+        thread_id: str | None = None,
+        types: str | Iterable[str] | None = None,
+        status: str | None = None,
+        since: Age | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[SearchHit]:
+        """Logs and traces whose text matches ``query``, newest first, one page at a time.
+
+        The text searched is a trace's name (the tool or model) and content (its input,
+        output or error) and a log's message.  ``query`` is words that must all appear, in
+        any case: ``timeout``, ``rate limit``; words joined by punctuation or in quotes must
+        appear in that order (``rate-limit``, ``openai.RateLimitError``, ``"rate limit
+        exceeded"``); a trailing ``*`` matches a prefix (``Timeout*``).  Punctuation is not
+        searched by itself: ``HTTP 429: Too Many`` finds ``http 429 too many``.
+
+        Filters: the hit's agent, execution, thread (its run's), ``types`` (trace types such
+        as ``tool_error``, and ``"log"`` for log lines), ``status`` (its run's status),
+        ``since`` (a datetime, or an age: ``timedelta(days=7)`` is the last 7 days) and
+        ``until`` (a datetime, exclusive).  Each `SearchHit` has a snippet of its text around
+        the match and the ``execution_id`` of its run.  Pass ``page.next_cursor`` back as
+        ``cursor`` for the next page.
+        """
+        terms = search_sql.parse_query(query)
+        keys = {"agent_id": agent_id, "execution_id": execution_id, "thread_id": thread_id}
+        found = {name: check.lookup(value) for name, value in keys.items() if value is not None}
+        filters = search_sql.Filters(
+            **found, status=None if status is None else check.status(status),
+            types=_types(types), since=None if since is None else cutoff(since),
+            until=check.moment("until", until),
+        )
+        size = check.limit(limit)
+        if None in found.values():
+            return Page([])  # an id no row can have
+        with self._blocking("search"), self.db.read() as conn, custom_plans(conn):
+            rows = search_sql.search(conn, terms, filters, limit=size + 1, cursor=cursor)
+        hits = []
+        for row in rows[:size]:
+            text, highlights = search_sql.snippet(row.text, terms)
+            hits.append(SearchHit.from_row({**row._mapping, "id": str(row.id),
+                                            "snippet": text, "highlights": highlights}))
+        last = hits[-1] if len(rows) > size else None
+        return Page(hits, None if last is None else encode_cursor(last.timestamp, last.id))
+
+    def unindexed(self) -> dict[str, int]:
+        """Rows stored before the search index existed and not indexed yet (by table), which
+        `search` cannot find: ``langchain-persist db upgrade`` indexes them."""
+        return backfill.pending(self.db)
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def stats(
+        self,
+        *,
+        agent_id: str | None = None,
+        since: Age | None = None,
+        until: dt.datetime | None = None,
+        by: str | None = None,
+        top_errors: int = 10,
+    ) -> Stats:
+        """Statistics of runs, tool calls and model calls, computed by the database.
+
+        ``agent_id`` narrows them to one agent; ``since`` (a datetime, or an age:
+        ``timedelta(days=7)`` is the last 7 days) and ``until`` (exclusive) to a time range.
+        ``by`` groups them by ``"agent"``, ``"tool"``, ``"model"``, ``"status"``, ``"hour"``
+        or ``"day"`` (UTC), or not at all (None: the totals alone).  Each `StatsRow` has the
+        runs by status and the success, failure and interrupt rates; p50, p95 and p99
+        durations of runs and of tool calls; tool calls and their error rate; model calls and
+        tokens; `Stats.top_errors` has the ``top_errors`` most frequent errors of failed runs
+        and tool calls.
+        """
+        if by is not None and by not in stats_sql.GROUPINGS:
+            raise ValidationError(
+                f"by must be one of {', '.join(stats_sql.GROUPINGS)} (or None), got {shown(by)}"
+            )
+        if type(top_errors) is not int or top_errors < 0:
+            raise ValidationError(f"top_errors must be a count, got {shown(top_errors)}")
+        agent = None if agent_id is None else check.lookup(agent_id)
+        scope = stats_sql.Scope(
+            agent_id=agent, since=None if since is None else cutoff(since),
+            until=check.moment("until", until),
+        )
+        if agent_id is not None and agent is None:  # an id no row can have: nothing counted
+            return Stats(by=by, agent_id=None, since=scope.since, until=scope.until,
+                         totals=_stats_row(None, None, {}), groups=[], top_errors=[])
+        with self._blocking("compute statistics"), self.db.read() as conn, custom_plans(conn):
+            totals = _stats_rows(conn, scope, None).get("", {})
+            groups = _stats_rows(conn, scope, by) if by is not None else {}
+            errors = stats_sql.top_errors(conn, scope, top_errors) if top_errors else []
+        rows = [_stats_row(by, key, found) for key, found in groups.items()]
+        if by in ("hour", "day"):
+            rows.sort(key=lambda r: r.key)  # type: ignore[arg-type, return-value]
+        else:
+            rows.sort(key=lambda r: -(r.runs if r.runs is not None else r.tool_calls
+                                      if r.tool_calls is not None else r.model_calls or 0))
+        return Stats(
+            by=by, agent_id=agent_id, since=scope.since, until=scope.until,
+            totals=_stats_row(None, None, totals), groups=rows,
+            top_errors=[ErrorCount.from_row(e) for e in errors],
+        )
+
+    # -- retention policies --------------------------------------------------------------------
+
+    def set_retention_policy(
+        self,
+        agent_id: str | None = None,
+        *,
+        results: dt.timedelta | None = UNCHANGED,
+        logs: dt.timedelta | None = UNCHANGED,
+        traces: dt.timedelta | None = UNCHANGED,
+        checkpoints: dt.timedelta | None = UNCHANGED,
+    ) -> RetentionPolicy:
+        """Store how long an agent's rows are kept (``agent_id`` None: the default policy, for
+        every agent without one of its own); return the policy.
+
+        Each age is a timedelta, or None to keep that kind forever; an age not given stays as
+        it was (a new agent policy starts from the default's ages, a new default from keeping
+        everything).  ``results`` counts from when a run finished (running and interrupted
+        results are never deleted), ``logs`` and ``traces`` from when they were written, and
+        ``checkpoints`` from a thread's last activity (a thread with a running or interrupted
+        run is never deleted).  `apply_retention` deletes what the policies make old.
+        """
+        key = DEFAULT_POLICY if agent_id is None else _policy_agent(agent_id)
+        given = {"results": results, "logs": logs, "traces": traces, "checkpoints": checkpoints}
+        for kind, age in given.items():
+            if age is not UNCHANGED and age is not None and (
+                not isinstance(age, dt.timedelta) or age <= dt.timedelta(0)
+            ):
+                raise ValidationError(
+                    f"{kind} must be a positive timedelta, or None to keep them forever; "
+                    f"got {shown(age)}"
+                )
+        with self._blocking("store the retention policy"), self.db.write() as conn:
+            current = retention_sql.get_policy(conn, key)
+            if current is None and key != DEFAULT_POLICY:
+                current = retention_sql.get_policy(conn, DEFAULT_POLICY)
+            values: dict[str, Any] = {"agent_id": key, "updated_at": now()}
+            for kind, age in given.items():
+                column = f"keep_{kind}"
+                if age is UNCHANGED:
+                    values[column] = None if current is None else getattr(current, column)
+                else:
+                    values[column] = None if age is None else age.total_seconds()
+            retention_sql.put_policy(conn, values)
+            return _policy(retention_sql.get_policy(conn, key))
+
+    def get_retention_policies(self) -> list[RetentionPolicy]:
+        """The stored retention policies, the default (``agent_id`` None) first."""
+        with self.db.read() as conn:
+            return [_policy(row) for row in retention_sql.list_policies(conn)]
+
+    def delete_retention_policy(self, agent_id: str | None = None) -> bool:
+        """Remove an agent's policy (it follows the default again), or the default (None:
+        agents without a policy keep everything); whether there was one."""
+        key = DEFAULT_POLICY if agent_id is None else _policy_agent(agent_id)
+        with self._blocking("remove the retention policy"), self.db.write() as conn:
+            return retention_sql.delete_policy(conn, key)
+
+    def apply_retention(
+        self,
+        *,
+        dry_run: bool = False,
+        at: dt.datetime | None = None,
+        on_progress: Callable[[str, int], None] | None = None,
+    ) -> RetentionReport:
+        """Delete what the retention policies make old (see `set_retention_policy`), and
+        report how much, per policy.
+
+        Ages count back from ``at`` (default: now).  Deletes go in short transactions, each
+        sized to hold its locks for about ``RETENTION_BATCH_SECONDS``, with a pause after each
+        (see ``RETENTION_PAUSE``) so that writers find the database free: writers never wait
+        long.  ``on_progress(kind, n)`` is called after each batch (``results``, ``logs``,
+        ``traces``, ``checkpoints``).  ``dry_run=True`` deletes nothing and counts what a run
+        at the same ``at`` would delete.  A thread goes with its checkpoint values and pending
+        writes.
+        """
+        at = now() if at is None else as_utc(at)
+        with self.db.read() as conn:
+            scopes = retention_sql.scopes(retention_sql.list_policies(conn), at)
+        counted = []
+        for scope in scopes:
+            counts: dict[str, int] = {}
+            for kind in ("results", "logs", "traces"):
+                when = scope.cutoffs[kind]
+                if when is None:
+                    continue
+                if dry_run:
+                    with self.db.read() as conn:
+                        counts[kind] = retention_sql.count_old(conn, kind, scope, when)
+                    continue
+                table, _ = retention_sql.old_rows(kind, scope, when)
+                last: list[Any] = [None]  # the key the next batch starts after
+
+                def step(conn: Any, n: int, kind: str = kind, when: Any = when,
+                         scope: Any = scope, last: list[Any] = last) -> int:
+                    gone, last[0] = retention_sql.delete_old_batch(
+                        conn, kind, scope, when, n, last[0])
+                    return gone
+
+                with self._merging_later(table):
+                    counts[kind] = self._in_batches(step, _progress(on_progress, kind))
+            when = scope.cutoffs["checkpoints"]
+            if when is not None:
+                counts.update(self._old_threads(scope, when, dry_run, on_progress))
+            counted.append(RetentionCounts(scope.agent_id, **counts))
+        return RetentionReport(at=at, dry_run=dry_run, policies=counted)
+
+    def _old_threads(
+        self, scope: Any, when: dt.datetime, dry_run: bool, on_progress: Any
+    ) -> dict[str, int]:
+        """Delete (or count) a scope's old checkpoint threads."""
+        with self.db.read() as conn:
+            ids = retention_sql.old_thread_ids(conn, scope, when)
+            if dry_run:
+                return {"threads": len(ids),
+                        "checkpoints": retention_sql.count_checkpoints(conn, ids)}
+        gone: set[str] = set()
+        total = 0
+        for start in range(0, len(ids), 100):
+            chunk = ids[start:start + 100]
+
+            def step(conn: Any, n: int, chunk: list[str] = chunk) -> int:
+                threads, count = retention_sql.delete_old_checkpoints(conn, scope, when, chunk, n)
+                gone.update(threads)
+                return count
+
+            total += self._in_batches(step, _progress(on_progress, "checkpoints"))
+            self._in_batches(
+                lambda conn, n, chunk=chunk: retention_sql.delete_orphans(conn, chunk, n), None)
+        return {"threads": len(gone), "checkpoints": total}
+
+    @contextmanager
+    def _merging_later(self, table: Any) -> Iterator[None]:
+        """On SQLite, while many rows of a searched table go: FTS5's automerge off, the merging
+        then done in small steps, each a short transaction, and automerge on again (see
+        `retention_sql.set_automerge`)."""
+        fts = retention_sql.fts_table(table) if self.dialect == "sqlite" else None
+        if fts is None:
+            yield
+            return
+        with self._blocking("apply retention"), self.db.write() as conn:
+            retention_sql.set_automerge(conn, fts, 0)
+        try:
+            yield
+            self._in_batches(
+                lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
+        finally:  # on again once the merging is done (or a batch failed)
+            with self._blocking("apply retention"), self.db.write() as conn:
+                retention_sql.set_automerge(conn, fts, retention_sql.FTS5_AUTOMERGE)
+
+    def _in_batches(
+        self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None,
+        *, size: int | None = None,
+    ) -> int:
+        """Run ``step(conn, size)`` (it deletes up to ``size`` rows) in one short transaction
+        after another until it deletes fewer than ``size``; sizes adapt so that each lasts
+        about ``RETENTION_BATCH_SECONDS``; the database is then left to others for
+        ``RETENTION_PAUSE`` times as long (on SQLite, the WAL is checkpointed meanwhile, by this
+        connection, so that a writer's commit does not do it)."""
+        fixed = size is not None
+        total, size = 0, size or min(200, self.cleanup_batch_size)
+        sqlite = self.dialect == "sqlite"
+        pause = RETENTION_PAUSE.get(self.dialect, 1.0)
+        while True:
+            started = time.monotonic()
+            with self._blocking("apply retention"), self.db.write() as conn:
+                gone = step(conn, size)
+            took = time.monotonic() - started
+            total += gone
+            if on_progress is not None and gone:
+                on_progress(gone)
+            if gone < size:
+                return total
+            if not fixed:
+                size = max(20, min(self.cleanup_batch_size,
+                                   int(size * RETENTION_BATCH_SECONDS / max(took, 1e-4))))
+            resume = started + took * (1 + pause)
+            if sqlite:
+                with self.db.cursor() as cur:
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            time.sleep(max(0.0, resume - time.monotonic()))
+
     # -- checkpoints (blocking) ---------------------------------------------------------------
 
     def save_checkpoint_state(
@@ -520,7 +886,8 @@ class ResultsPersistenceService(Leased):
     def cleanup_old_results(
         self, older_than: Age, *, on_progress: Callable[[int], None] | None = None
     ) -> int:
-        """Delete completed and failed results that finished before ``older_than``."""
+        """Delete completed and failed results that finished before ``older_than`` (running and
+        interrupted results stay)."""
         when = cutoff(older_than)
         return self._cleanup(
             lambda conn, n: results.delete_finished_before(conn, when, n), on_progress
@@ -638,6 +1005,14 @@ class ResultsPersistenceService(Leased):
     acount_old_logs = async_twin(count_old_logs)
     acount_old_traces = async_twin(count_old_traces)
     amark_stale_results = async_twin(mark_stale_results)
+    aresolve_interrupted = async_twin(resolve_interrupted)
+    asearch = async_twin(search)
+    astats = async_twin(stats)
+    aset_retention_policy = async_twin(set_retention_policy)
+    aget_retention_policies = async_twin(get_retention_policies)
+    adelete_retention_policy = async_twin(delete_retention_policy)
+    aapply_retention = async_twin(apply_retention)
+    aunindexed = async_twin(unindexed)
     alatest_checkpoint_id = async_twin(latest_checkpoint_id)
     aping = async_twin(ping)
 
@@ -652,6 +1027,102 @@ class Inserted(NamedTuple):
 
 class _Refused(Exception):
     """The database is there but refused a row (a constraint, a value it cannot hold)."""
+
+
+def _stats_rows(conn: Any, scope: Any, by: str | None) -> dict[Any, dict[str, Any]]:
+    """The figures of each group, from the sources that apply to the grouping."""
+    found: dict[Any, dict[str, Any]] = {}
+    sources = stats_sql.SOURCES[by]
+    if "runs" in sources:
+        for row in stats_sql.run_stats(conn, scope, by):
+            p50, p95, p99 = stats_sql.percentiles_of(row)
+            figures = {name: row._mapping[name] for name in (
+                "runs", "completed", "failed", "interrupted", "running", "input_tokens",
+                "output_tokens", "total_tokens")}
+            found.setdefault(row.key, {}).update(
+                figures, run_p50_ms=p50, run_p95_ms=p95, run_p99_ms=p99)
+    if "tools" in sources:
+        for row in stats_sql.tool_stats(conn, scope, by):
+            p50, p95, p99 = stats_sql.percentiles_of(row)
+            found.setdefault(row.key, {}).update(
+                tool_calls=row.calls, tool_errors=row.errors, tool_p50_ms=p50,
+                tool_p95_ms=p95, tool_p99_ms=p99)
+    if "models" in sources:
+        for row in stats_sql.model_stats(conn, scope, by):
+            figures = {"model_calls": row.calls, "model_errors": row.errors}
+            if by == "model":  # tokens of the model's calls (else: of the runs)
+                figures.update(input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+                               total_tokens=row.total_tokens)
+            found.setdefault(row.key, {}).update(figures)
+    return found
+
+
+def _stats_row(by: str | None, key: Any, figures: dict[str, Any]) -> StatsRow:
+    """A group's figures with their rates, zeros where a source that applies found nothing."""
+    sources = stats_sql.SOURCES[by]
+    values = dict(figures)
+    if "runs" in sources:
+        for name in ("runs", "completed", "failed", "interrupted", "running", "input_tokens",
+                     "output_tokens", "total_tokens"):
+            values[name] = int(values.get(name) or 0)
+        stopped = values["completed"] + values["failed"] + values["interrupted"]
+        if stopped:
+            values.update(success_rate=values["completed"] / stopped,
+                          failure_rate=values["failed"] / stopped,
+                          interrupt_rate=values["interrupted"] / stopped)
+    if "tools" in sources:
+        values["tool_calls"] = int(values.get("tool_calls") or 0)
+        values["tool_errors"] = int(values.get("tool_errors") or 0)
+        if values["tool_calls"]:
+            values["tool_error_rate"] = values["tool_errors"] / values["tool_calls"]
+    if "models" in sources:
+        values["model_calls"] = int(values.get("model_calls") or 0)
+        values["model_errors"] = int(values.get("model_errors") or 0)
+        if by == "model":
+            for name in ("input_tokens", "output_tokens", "total_tokens"):
+                values[name] = int(values.get(name) or 0)
+    if by in ("hour", "day") and key is not None:
+        key = stats_sql.bucket_start(key)
+    return StatsRow(key=key, **values)
+
+
+def _policy_agent(agent_id: str) -> str:
+    key = check.key("agent_id", agent_id)
+    if key == DEFAULT_POLICY:
+        raise ValidationError(
+            f"{DEFAULT_POLICY!r} names the default policy: pass agent_id=None for it"
+        )
+    return key  # type: ignore[return-value]
+
+
+def _policy(row: Any) -> RetentionPolicy:
+    def age(seconds: float | None) -> dt.timedelta | None:
+        return None if seconds is None else dt.timedelta(seconds=seconds)
+
+    return RetentionPolicy(
+        agent_id=None if row.agent_id == DEFAULT_POLICY else row.agent_id,
+        results=age(row.keep_results), logs=age(row.keep_logs), traces=age(row.keep_traces),
+        checkpoints=age(row.keep_checkpoints), updated_at=as_utc(row.updated_at),
+    )
+
+
+def _progress(
+    on_progress: Callable[[str, int], None] | None, kind: str
+) -> Callable[[int], None] | None:
+    return None if on_progress is None else (lambda n: on_progress(kind, n))
+
+
+def _types(types: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """The ``types`` filter of `search`: trace types, and ``"log"`` for log lines."""
+    if types is None:
+        return None
+    try:
+        chosen = (types,) if isinstance(types, str) else tuple(types)
+    except TypeError:
+        raise ValidationError(
+            f"types must be a trace type, \"log\", or a list of them; got {shown(types)}"
+        ) from None
+    return tuple(t if t == "log" else check.trace_type(t) for t in chosen)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -32,6 +32,14 @@ class ResultStore(Protocol):
         """The newest checkpoint id of a thread, or None."""
         ...
 
+    def resolve_interrupted(
+        self, thread_id: str, *, status: str, resumed_by: str | None = None,
+        keep: str | None = None,
+    ) -> list[str]:
+        """A later run of the thread ended: move its interrupted results to ``status`` (see
+        `ResultsPersistenceService.resolve_interrupted`)."""
+        ...
+
 
 class EventStore(Protocol):
     """Stores trace and log rows built by `TraceEvent.to_values` / `LogEvent.to_values`."""

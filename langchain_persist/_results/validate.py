@@ -6,6 +6,7 @@ Each returns the value to store or raises `ValidationError` naming the field and
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,8 @@ MAX_PAGE = 10_000
 LEVEL_ALIASES = {"warning": "warn", "critical": "error", "exception": "error"}
 
 Age = dt.datetime | dt.timedelta
+_AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
 
 def now() -> dt.datetime:
@@ -54,8 +57,8 @@ def status(value: str) -> str:
 def result_id(value: Any) -> str | None:
     """A result id in canonical form, or None when it cannot be one (so it matches no row)."""
     try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
+        return str(uuid.UUID(value if type(value) is str else str(value)))
+    except Exception:  # not an id, or a value that cannot even be shown as text
         return None
 
 
@@ -105,9 +108,34 @@ def cutoff(older_than: Age) -> dt.datetime:
     if isinstance(older_than, dt.timedelta):
         if older_than < dt.timedelta(0):
             raise ValidationError(f"older_than must not be negative, got {older_than}")
-        return now() - older_than
+        try:
+            return now() - older_than
+        except OverflowError:
+            raise ValidationError(
+                f"older_than must be an age since year 1, got {older_than}"
+            ) from None
     if isinstance(older_than, dt.datetime):
         return as_utc(older_than)
     raise ValidationError(
         f"older_than must be a datetime or a timedelta, got {type(older_than).__name__}"
     )
+
+
+def parse_age(text: str) -> dt.timedelta:
+    """An age such as ``30d``, ``12h``, ``15m``, ``90s``, ``2w`` or ``1d12h``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _AGE.findall(compact)
+    if not compact or "".join(f"{n}{u}" for n, u in parts) != compact:
+        raise ValidationError(
+            f"{text!r} is not an age: use a number and a unit, such as 30d, 12h, 15m, 90s "
+            "(w, d, h, m, s; combined like 1d12h)"
+        )
+    return sum((dt.timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), dt.timedelta())
+
+
+def age_or_moment(text: str) -> Age:
+    """An age (``7d``: back from now) or a moment (ISO 8601; UTC if it names no zone)."""
+    try:
+        return as_utc(dt.datetime.fromisoformat(text.strip()))
+    except ValueError:
+        return parse_age(text)

@@ -36,7 +36,9 @@ from ._guards import (
     BodyLimit,
     load_tokens,
 )
+from ._insight_routes import router as insight_router
 from ._read_routes import router as read_router
+from ._retention import RetentionSchedule
 from ._run_routes import router as run_router
 from ._runs import Runner, ThreadBusy
 from ._state import ServerState
@@ -67,6 +69,7 @@ def create_app(
     task_input: TaskInput | None = None,
     shutdown_timeout: float = 30.0,
     ui: bool = True,
+    retention_interval: float | None = 3600.0,
 ) -> FastAPI:
     """The HTTP service for ``graph``: execute and resume with SSE, watch, read what was stored.
 
@@ -99,6 +102,9 @@ def create_app(
             state has ``messages``, else ``{"task": task}``).
         shutdown_timeout: seconds that running executions get to finish at shutdown; those
             still running are then stopped and marked failed, resumable from their checkpoint.
+        retention_interval: seconds between two applications of the stored retention
+            policies (`ResultsPersistenceService.apply_retention`): at startup, then on this
+            schedule; None or 0 never applies them.
     """
     url = service.url if service is not None else url
     compiled, saver = with_saver(graph, lambda: PersistSaver(url, serde=serde))
@@ -127,9 +133,13 @@ def create_app(
         max_retries=max_retries,
     )
 
+    retention = RetentionSchedule(service, retention_interval)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        retention.start()
         yield
+        await retention.stop()
         await runner.drain(shutdown_timeout)
         await asyncio.to_thread(tracker.close)
         if service.executor is not None:
@@ -141,8 +151,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.persist = state
+    app.state.retention = retention
     app.include_router(run_router)
     app.include_router(read_router)
+    app.include_router(insight_router)
     app.add_exception_handler(PersistenceError, _persistence_error)
     app.add_exception_handler(ThreadBusy, _thread_busy)
     app.add_exception_handler(RequestValidationError, _invalid_request)

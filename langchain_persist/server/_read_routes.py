@@ -31,7 +31,7 @@ ResultId = Annotated[str, Path(alias="resultId", min_length=1, max_length=255)]
 CheckpointId = Annotated[str, Path(alias="checkpointId", min_length=1, max_length=255)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=1000)]
-Status = Annotated[Literal["running", "completed", "failed"] | None, Query()]
+Status = Annotated[Literal["running", "completed", "failed", "interrupted"] | None, Query()]
 Kind = Literal["logs", "traces"]
 HEALTH_TIMEOUT = 5.0  # seconds the health check waits for the database
 

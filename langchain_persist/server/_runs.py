@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -303,16 +304,22 @@ class Runner:
         checkpoint_id = state.config["configurable"].get("checkpoint_id")
         interrupts = interrupts_of(state)
         meta: dict[str, Any] = {"attempts": attempt}
-        if interrupts:
-            meta.update(interrupted=True, interrupts=interrupts)
+        if interrupts:  # the run waits for input: interrupted, until a resume ends
+            end = functools.partial(
+                self.tracker.interrupt_execution, log.execution_id, output,
+                interrupts=interrupts, checkpoint_id=checkpoint_id, metadata=meta,
+            )
+        else:
+            end = functools.partial(
+                self.tracker.complete_execution, log.execution_id, output,
+                checkpoint_id=checkpoint_id, metadata=meta,
+            )
         await self.tracker.aflush()  # a client that sees the run completed sees all its traces
-        stored = await self._store_end(log, lambda: self.tracker.complete_execution(
-            log.execution_id, output, checkpoint_id=checkpoint_id, metadata=meta,
-        ))
+        stored = await self._store_end(log, end)
         data = {
             "executionId": log.execution_id, "output": jsonable(output), "resultId": row.id,
             "threadId": plan.thread_id, "checkpointId": checkpoint_id, "attempts": attempt,
-            "stored": stored,
+            "status": "interrupted" if interrupts else "completed", "stored": stored,
         }
         if interrupts:
             data["interrupts"] = interrupts

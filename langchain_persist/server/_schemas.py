@@ -93,6 +93,16 @@ def record_json(record: Record) -> dict[str, Any]:
     return data
 
 
+def camel_json(data: Any) -> Any:
+    """Plain data (dicts, lists, records' ``to_dict``) as JSON with camelCase keys, at every
+    depth."""
+    if isinstance(data, dict):
+        return {to_camel(str(k)): camel_json(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [camel_json(v) for v in data]
+    return jsonable(data)
+
+
 def page_json(page: Any) -> dict[str, Any]:
     """A page of records: ``{"items": [...], "nextCursor": ...}``."""
     return {"items": [record_json(r) for r in page], "nextCursor": page.next_cursor}

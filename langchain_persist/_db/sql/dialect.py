@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, type_coerce
+from sqlalchemy import Connection, Table, func, text, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.selectable import Join
@@ -66,3 +68,22 @@ def _ordered_join_sqlite(
 def ordered_join(left: Any, right: Any, onclause: Any) -> Join:
     """``left JOIN right ON onclause``, with ``left`` kept as the outer loop on SQLite."""
     return _OrderedJoin(left, right, onclause)
+
+
+@contextmanager
+def custom_plans(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, plan each statement for its own parameters while in this block.
+
+    Statements are prepared (see `engine`), and after a few runs PostgreSQL may keep one
+    generic plan for all parameters: fine for the hot paths, wrong for searches and
+    statistics, whose best plan depends on the values (how many rows a word matches, how much
+    of a table a time range covers): a generic plan read a whole table for a 7-day range.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(text("SET plan_cache_mode = force_custom_plan"))
+    try:
+        yield
+    finally:
+        conn.execute(text("RESET plan_cache_mode"))

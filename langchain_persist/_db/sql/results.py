@@ -16,6 +16,7 @@ from .paging import after_cursor, count_where, delete_batch, encode_cursor
 from .prepared import prepared
 
 FINISHED = ("completed", "failed")
+STOPPED = (*FINISHED, "interrupted")  # a run that is no longer running: it has a completed_at
 
 # Creating and finishing a result are blocking writes on the caller's thread (a callback
 # handler writes one per run), so they are prepared statements on a raw cursor (see
@@ -69,11 +70,15 @@ def _update_statement(
         values["metadata"] = t.c.metadata.op("||")(_bind("metadata"))
     if status is not None:
         values["status"] = _bind("status")
-        # a result moves from running to any status, and stays what it is
-        where &= (t.c.status == _bind("status")) | (t.c.status == "running")
+        # a result moves from running to any status, from interrupted to completed or failed
+        # (a later run resumed it), and stays what it is
+        moves = (t.c.status == _bind("status")) | (t.c.status == "running")
         if status in FINISHED:
+            moves |= t.c.status == "interrupted"
+        where &= moves
+        if status in STOPPED:  # when the run stopped: kept when it had stopped already
             values["completed_at"] = case(
-                (t.c.status == _bind("status"), t.c.completed_at), else_=_bind("updated_at")
+                (t.c.status == "running", _bind("updated_at")), else_=t.c.completed_at
             )
     values["updated_at"] = _bind("updated_at")
     return update(t).where(where).values(values).returning(*t.c)
@@ -93,7 +98,8 @@ def update_result(
 
     One statement on PostgreSQL; on SQLite the metadata is merged in the transaction the caller
     holds.  None when no row changed: the id is unknown, or the row cannot move to ``status``
-    (running may become anything; completed and failed are final).
+    (running may become anything, interrupted may become completed or failed; completed and
+    failed are final).
     """
     merge = bool(patch) and dialect.name == "postgresql"
     if patch and not merge:
@@ -107,6 +113,39 @@ def update_result(
         params["metadata"] = patch
     rows = stmt.fetch(cur, params)
     return AgentResult.from_row(rows[0]) if rows else None
+
+
+def resolve_interrupted(
+    conn: Connection,
+    thread_id: str,
+    *,
+    status: str,
+    resumed_by: str | None,
+    keep: str | None,
+    now: dt.datetime,
+) -> list[str]:
+    """Move the ``interrupted`` results of a thread (all but ``keep``, a result id) to
+    ``status``, noting ``resumed_by`` (an execution id) in their metadata; their ids.
+
+    ``completed_at`` keeps the moment each run stopped; the metadata is merged row by row on
+    SQLite, in the statement on PostgreSQL.
+    """
+    where = (t.c.thread_id == thread_id) & (t.c.status == "interrupted")
+    if keep is not None:
+        where &= t.c.id != keep
+    patch = {"resumed_by": resumed_by}
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if conn.dialect.name == "postgresql":
+        patched = bindparam("patch", patch, type_=t.c.metadata.type)
+        values["metadata"] = t.c.metadata.op("||")(patched)
+        return [str(r.id) for r in conn.execute(update(t).where(where).values(values)
+                                                .returning(t.c.id))]
+    done = []
+    for row in conn.execute(select(t.c.id, t.c.metadata).where(where)).all():
+        conn.execute(update(t).where(t.c.id == row.id)
+                     .values({**values, "metadata": {**row.metadata, **patch}}))
+        done.append(str(row.id))
+    return done
 
 
 def list_results(

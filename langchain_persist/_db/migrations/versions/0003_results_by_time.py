@@ -1,7 +1,7 @@
 """results by time: an index for listing every agent's runs newest first
 
-Revision ID: 0017
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-27
 
 """
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from alembic import op
 
 # revision identifiers, used by Alembic.
-revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0001"
+revision: str = "0003"
+down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
