@@ -133,3 +133,23 @@ def test_search_and_stats_of_every_agent_are_for_tokens_allowed_everything(tenan
     assert {h["executionId"] for h in hits} == {runs["agent-a"]["executionId"]}
     every = client.get("/api/search", params={"q": "echo"}, headers=_auth("tok-all")).json()
     assert {h["agentId"] for h in every["items"]} == {"agent-a", "agent-b-1"}
+
+
+def test_the_viewer_searches_and_counts_only_a_tokens_agents(tenants):
+    _, client, runs, _ = tenants
+    mine, theirs = runs["agent-a"], runs["agent-b-1"]
+    as_a = {"Cookie": "langchain_persist_token=tok-a"}
+    found = client.get("/", params={"q": "echo"}, headers=as_a)
+    assert found.status_code == 200
+    assert mine["executionId"] in found.text and theirs["executionId"] not in found.text
+    assert client.get("/", params={"q": "echo", "agent": "agent-b-1"},
+                      headers=as_a).status_code == 403
+    every = client.get("/stats", headers=as_a)  # no charts of every agent: choose one
+    assert every.status_code == 200 and "choose one to see its charts" in every.text
+    assert "agent-a" in every.text and "agent-b-1" not in every.text
+    assert 'class="tile"' not in every.text
+    own = client.get("/stats", params={"agent": "agent-a"}, headers=as_a)
+    assert own.status_code == 200 and 'class="tile"' in own.text
+    assert client.get("/stats", params={"agent": "agent-b-1"}, headers=as_a).status_code == 403
+    as_all = {"Cookie": "langchain_persist_token=tok-all"}
+    assert "agent-b-1" in client.get("/stats", headers=as_all).text

@@ -285,8 +285,29 @@ def test_every_page_opens_on_the_demo_data_in_the_read_only_viewer(db_url, brows
         assert len(browser.find_elements(By.CSS_SELECTOR, "ol.timeline li")) == 7
         assert browser.find_elements(By.CSS_SELECTOR, "form") == []
         browser.get(base + "/stats")
-        assert "Analytics are coming" in text_of(browser, "main")
+        tiles = {t.find_element(By.CLASS_NAME, "label").text:
+                 t.find_element(By.CLASS_NAME, "value").text
+                 for t in browser.find_elements(By.CSS_SELECTOR, ".tile")}
+        assert tiles["Runs"] == "3" and tiles["Failed"] == "1"
+        charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
+        assert [c.get_attribute("class") for c in charts] == [
+            "chart runs", "chart failures", "chart durations", "chart tokens"]
+        assert all(c.find_elements(By.CSS_SELECTOR, "svg rect") for c in charts)
+        assert "FlightApiTimeout" in text_of(browser, "table.errors")
         screenshot(browser, tmp_path, "stats")
+        # the most frequent error's "find" link searches for it; the matches are marked
+        browser.find_element(By.CSS_SELECTOR, "table.errors a").click()
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "table.hits mark"),
+             "the search's marked matches")
+        hits = browser.find_elements(By.CSS_SELECTOR, "table.hits tbody tr")
+        assert any("tool_error" in h.text and "search_flights" in h.text for h in hits)
+        search = browser.find_element(By.NAME, "q")
+        search.clear()
+        search.send_keys("flight*", Keys.ENTER)
+        wait(browser, lambda d: "flight*" in d.current_url, "the search for flight*")
+        marked = {m.text.lower() for m in browser.find_elements(By.CSS_SELECTOR, "mark")}
+        assert marked and all(m.startswith("flight") for m in marked), marked
+        screenshot(browser, tmp_path, "search")
         # keyboard: the first Tab reaches the skip link, which moves focus to the content
         browser.get(base + "/")
         browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)

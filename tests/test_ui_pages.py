@@ -13,13 +13,17 @@ import subprocess
 import sys
 import threading
 import tomllib
+import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from server_support import parse_sse, running_server
+from sqlalchemy import insert
 
 from langchain_persist import ResultsPersistenceService
+from langchain_persist._db.schema import agent_results
 from langchain_persist.server import _ui_views as views
 from langchain_persist.server import create_ui_app
 
@@ -104,6 +108,85 @@ def test_pages_are_self_contained_escaped_and_timed(viewer):
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", body), path
         assert "@import" not in body and "url(http" not in body, path
     assert client.get("/ui/static/favicon.svg").headers["content-type"].startswith("image/svg")
+
+
+def test_the_search_box_lists_matching_logs_and_traces_with_the_matches_marked(viewer):
+    service, client = viewer
+    service.save_result(agent_id="a", execution_id="e-1", status="failed", error="429")
+    service.save_result(agent_id="b", execution_id="e-2", status="interrupted")
+    service.save_trace(agent_id="a", execution_id="e-1", type="tool_error", name="search",
+                       content="<b>HTTP 429</b>: Rate limit exceeded, retry <i>later</i>")
+    service.save_log(agent_id="b", execution_id="e-2", level="warn",
+                     message="rate limited by the flight API")
+    service.save_log(agent_id="b", execution_id="e-2", message="nothing to see")
+
+    page = client.get("/", params={"q": "rate limit*"})
+    assert page.status_code == 200 and 'value="rate limit*"' in page.text
+    found = re.findall(r'<tr class="hit [^"]*">.*?</tr>', page.text, re.S)
+    assert len(found) == 2  # newest first: the log, then the trace
+    assert 'href="/runs/e-2"' in found[0] and 'href="/runs/e-1"' in found[1]
+    marks = [re.findall(r"<mark>(.*?)</mark>", hit) for hit in found]
+    assert marks == [["rate", "limit"], ["Rate", "limit"]]  # a prefix marks what it matched
+    assert "&lt;b&gt;HTTP 429&lt;/b&gt;" in found[1] and "<b>HTTP" not in page.text  # escaped
+    assert "data-live" not in page.text  # a search does not watch for new runs
+
+    by_filters = client.get("/", params={"q": "rate", "agent": "a", "status": "failed"})
+    assert re.findall(r'href="/runs/(e-\d)"><code>', by_filters.text) == ["e-1"]
+    assert "No log or trace matches" in client.get("/", params={"q": "nowhere"}).text
+    bad = client.get("/", params={"q": '"**"'})
+    assert bad.status_code == 400 and "has no word in it" in html.unescape(bad.text)
+    assert '<option value="interrupted" selected' in client.get(
+        "/", params={"status": "interrupted"}).text
+    assert _runs(client, status="interrupted") == [
+        r.id for r in service.find_results(status="interrupted")]
+
+
+def test_the_stats_page_charts_runs_failures_durations_and_tokens(viewer):
+    service, client = viewer
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for i, (agent, status, hours_ago) in enumerate(
+            [("a", "completed", 1), ("a", "failed", 1), ("a", "completed", 30),
+             ("b", "interrupted", 2), ("b", "completed", 24 * 20)]):
+        at = now - dt.timedelta(hours=hours_ago)
+        rows.append({
+            "id": str(uuid.uuid4()), "agent_id": agent, "execution_id": f"e-{i}",
+            "thread_id": None, "checkpoint_id": None, "quest_id": None, "result": None,
+            "status": status, "error": "boom: the API is down" if status == "failed" else None,
+            "metadata": {"usage": {"input_tokens": 10 * (i + 1), "output_tokens": 1,
+                                   "total_tokens": 10 * (i + 1) + 1}},
+            "created_at": at, "updated_at": at, "completed_at": at + dt.timedelta(seconds=i)})
+        service.save_trace(agent_id=agent, execution_id=f"e-{i}", name="lookup",
+                           type="tool_error" if status == "failed" else "tool_end",
+                           content="boom: the API is down", duration=0.05, timestamp=at)
+    with service.db.write() as conn:
+        conn.execute(insert(agent_results), rows)
+    per_day = Counter(r["created_at"].date() for r in rows
+                      if r["created_at"] > now - dt.timedelta(days=7))
+
+    week = client.get("/stats")
+    assert week.status_code == 200
+    tiles = dict(re.findall(r'<span class="label">([^<]+)</span> <span class="value">([^<]+)<',
+                            week.text))
+    assert tiles["Runs"] == "4" and tiles["Failed"] == "1" and tiles["Interrupted"] == "1"
+    assert tiles["Tokens"] == f"{11 + 21 + 31 + 41:,}" and tiles["Tool calls"] == "4"
+    charts = dict(re.findall(r'<figure class="chart (\w+)">(.*?)</figure>', week.text, re.S))
+    assert list(charts) == ["runs", "failures", "durations", "tokens"]
+    bars = [re.findall(r"<title>([^<]+)</title>", charts[name]) for name in ("runs", "failures")]
+    assert sorted(int(t.split(": ")[1]) for t in bars[0]) == sorted(per_day.values())
+    assert [t.split(": ")[1] for t in bars[1]] == ["1"]
+    assert "per day" in charts["runs"]
+    agents = re.findall(r'<a href="/stats\?agent=(\w)&amp;span=7d">', week.text)
+    assert agents == ["a", "b"]  # busiest first
+    assert "boom: the API is down" in week.text and "/?q=boom" in week.text
+
+    day = client.get("/stats", params={"span": "24h", "agent": "a"})
+    assert "per hour" in day.text and "Agent a" in day.text
+    assert re.search(r'<span class="label">Runs</span> <span class="value">2<', day.text)
+    assert 'class="by-agent"' not in day.text
+    assert client.get("/stats", params={"span": "1y"}).status_code == 400
+    month = client.get("/stats", params={"span": "30d"})
+    assert re.search(r'<span class="label">Runs</span> <span class="value">5<', month.text)
 
 
 def test_the_live_feed_follows_running_runs_until_they_end(viewer):

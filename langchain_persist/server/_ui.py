@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._checkpoint.saver import PersistSaver
 from .._results.service import ResultsPersistenceService
+from . import _ui_insight as insight
 from . import _ui_views as views
 
 HERE = Path(__file__).parent
@@ -78,7 +79,8 @@ templates.filters.update(ms=views.ms, when=views.when, iso=views.iso, clip=views
                          pretty=views.pretty)
 templates.globals.update(STATUS=views.STATUS, CALL_STATE=views.CALL_STATE, SCALE=views.BAR_SCALE,
                          as_payload=views.Payload.of, question=views.question,
-                         messages=views.messages)
+                         messages=views.messages, CHART_WIDTH=insight.CHART_WIDTH,
+                         CHART_HEIGHT=insight.CHART_HEIGHT)
 
 static_files = StaticFiles(directory=HERE / "static")
 

@@ -24,6 +24,7 @@ from .._errors import ValidationError
 from .._records import AgentResult
 from .._results.inspect import find_execution, thread_checkpoints
 from .._sanitize import to_text
+from . import _ui_insight as insight
 from . import _ui_views as views
 from ._guards import Scope
 from ._state import scope_of
@@ -66,48 +67,56 @@ def _not_found(request: Request, started: float, what: str) -> HTMLResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def runs_page(
-    request: Request, agent: Text = None, status: Text = None, thread: Text = None,
-    since: Text = None, until: Text = None,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    request: Request, q: Annotated[str | None, Query(max_length=1000)] = None,
+    agent: Text = None, status: Text = None, thread: Text = None, since: Text = None,
+    until: Text = None, cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> HTMLResponse:
-    """Stored runs, newest first, filtered, a page at a time; running ones update live."""
+    """Stored runs, newest first, filtered, a page at a time; running ones update live.  With
+    ``q``, the logs and traces of those runs that match it instead, their matches marked."""
     started = time.perf_counter()
     s = ui_state(request)
+    q = (q or "").strip() or None
     filters = {"agent": agent or None, "status": status or None, "thread": thread or None,
                "since": since or None, "until": until or None}
     problem = None
     rows: list[views.RunRow] = []
+    hits: list[insight.Hit] = []
     next_cursor = None
     scope = scope_of(request)
     if filters["agent"] and not scope.allows(filters["agent"]):
         return _forbidden(request, started, f"the runs of agent {filters['agent']!r}")
     try:
-        page = s.service.find_results(
-            agent_id=filters["agent"], thread_id=filters["thread"], status=filters["status"],
-            since=_local_time("from", filters["since"]), until=_local_time("to", filters["until"]),
-            limit=PAGE, cursor=cursor or None,
-        )
-        now = dt.datetime.now(dt.UTC)
-        rows = [views.run_row(r, now) for r in page if scope.allows(r.agent_id)]
-        next_cursor = page.next_cursor
+        chosen: dict[str, Any] = {
+            "agent_id": filters["agent"], "thread_id": filters["thread"],
+            "status": filters["status"], "since": _local_time("from", filters["since"]),
+            "until": _local_time("to", filters["until"]), "limit": PAGE,
+            "cursor": cursor or None}
+        if q:
+            found = s.service.search(q, **chosen)
+            hits = [insight.hit(h) for h in found if scope.allows(h.agent_id)]
+        else:
+            found = s.service.find_results(**chosen)
+            now = dt.datetime.now(dt.UTC)
+            rows = [views.run_row(r, now) for r in found if scope.allows(r.agent_id)]
+        next_cursor = found.next_cursor
     except ValidationError as exc:
         problem = str(exc)
-    query = {k: v for k, v in filters.items() if v}
+    query = {k: v for k, v in {"q": q, **filters}.items() if v}
     live = None
     running = [r.result.id for r in rows if r.running]
-    if running or (not cursor and not problem):
+    if running or (not cursor and not problem and not q):
         live = "/ui/live?" + urllib.parse.urlencode(
             [("run", i) for i in running]
             + ([("newer", rows[0].result.created_at.isoformat())] if rows and not cursor else [])
             + ([("watch", "1")] if not cursor else [])
-            + [(k, v) for k, v in query.items()], doseq=True)
+            + [(k, v) for k, v in filters.items() if v], doseq=True)
     return _page(
-        request, "runs.html", started, 400 if problem else 200, rows=rows, filters=filters,
-        problem=problem, cursor=cursor,
+        request, "runs.html", started, 400 if problem else 200, rows=rows, hits=hits, q=q,
+        filters=filters, problem=problem, cursor=cursor,
         next_url="/?" + urllib.parse.urlencode({**query, "cursor": next_cursor})
         if next_cursor else None,
         first_url="/?" + urllib.parse.urlencode(query), live=live,
-        agents=sorted({r.result.agent_id for r in rows}),
+        agents=sorted({r.result.agent_id for r in rows} | {h.hit.agent_id for h in hits}),
     )
 
 
@@ -210,10 +219,37 @@ def thread_page(
 
 
 @router.get("/stats", response_class=HTMLResponse)
-def stats_page(request: Request) -> HTMLResponse:
-    """Runs, failures, p95 durations and tokens over time: a placeholder until the service
-    has aggregate statistics."""
-    return _page(request, "stats.html", time.perf_counter())
+def stats_page(request: Request, agent: Text = None, span: Text = None) -> HTMLResponse:
+    """Runs, failures, p95 durations and tokens over the last day, week or month, charted by
+    hour or day; the same by agent and by tool; the most frequent errors."""
+    started = time.perf_counter()
+    s = ui_state(request)
+    agent = agent or None
+    span = span or "7d"
+    scope = scope_of(request)
+    if agent and not scope.allows(agent):
+        return _forbidden(request, started, f"the statistics of agent {agent!r}")
+    if span not in insight.RANGES:
+        return _page(request, "stats.html", started, 400, agent=agent, span=span,
+                     problem=f"the range must be one of {', '.join(insight.RANGES)}, "
+                             f"got {span!r}", ranges=insight.RANGES, agents=[], found=None)
+    until = dt.datetime.now(dt.UTC)
+    since = until - insight.RANGES[span]
+    window = {"since": since, "until": until}
+    by_agent = s.service.stats(**window, by="agent", top_errors=0)
+    agents = [g for g in by_agent.groups if scope.allows(g.key)]  # type: ignore[arg-type]
+    found = by_tool = None
+    if agent or scope.everything:  # a token scoped to some agents sees one agent at a time
+        bucket = insight.bucket_of(insight.RANGES[span])
+        found = s.service.stats(**window, agent_id=agent, by=bucket, top_errors=10)
+        by_tool = s.service.stats(**window, agent_id=agent, by="tool", top_errors=0)
+    return _page(
+        request, "stats.html", started, agent=agent, span=span, problem=None,
+        ranges=insight.RANGES, agents=agents, found=found,
+        tiles=insight.tiles(found.totals) if found else [],
+        charts=insight.charts(found, since, until) if found else [],
+        tools=by_tool.groups if by_tool else [], percent=insight.percent,
+    )
 
 
 # -- live ------------------------------------------------------------------------------------
