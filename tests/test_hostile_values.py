@@ -182,6 +182,26 @@ def test_an_id_with_nul_or_a_surrogate_is_refused_before_the_run(service, bad):
     saver.close()
 
 
+@pytest.mark.parametrize("key", ["agent_id", "thread_id", "quest_id"])
+@pytest.mark.parametrize("spool", [True, False], ids=["spool", "no-spool"])
+def test_a_run_whose_id_is_refused_is_counted_not_lost_in_silence(service, key, spool, caplog):
+    handler = PersistCallbackHandler(service=service, spool=spool)
+    agent = create_agent(ScriptedChatModel(plan=[["echo"]]), [_echo])
+    good = agent.invoke({"messages": [("user", "hi")]},
+                        {"callbacks": [handler], "metadata": {"thread_id": "t-good"}})
+    out = agent.invoke({"messages": [("user", "hi")]},
+                       {"callbacks": [handler], "metadata": {key: "bad\x00id"}})
+    assert out["messages"][-1].content == good["messages"][-1].content  # the agent went on
+    assert handler.flush(30)
+    assert handler.dropped["results"] == 1  # the refused row is counted, once
+    assert len(service.find_results(limit=10)) == 1  # the good run's row
+    said = caplog.text
+    assert "NUL character or a lone surrogate" in said
+    assert "as soon as the database is back" not in said  # not an outage: it is refused
+    handler.close()
+    assert handler.dropped["results"] == 1  # and never replayed from the spool
+
+
 @tool
 def _echo(text: str) -> str:
     """Return the text."""

@@ -631,12 +631,14 @@ class PersistCallbackHandler(BaseCallbackHandler):
         stored by the writer once the database is back, or by the next writer of the spool
         if this process dies."""
         self.result_errors += 1
-        spooled = change is not None and self._spool_end(ex, change)
+        refused = isinstance(exc, ValidationError)  # never storable: counted, not retried
+        spooled = change is not None and not refused and self._spool_end(ex, change)
         logger.error(
             "langchain-persist could not %s the result of execution %s: %s (the agent goes "
             "on; the end of the run is %s; pass raise_error=True to fail the run instead)",
             action, ex.execution_id, exc,
-            "on local disk, and stored as soon as the database is back" if spooled
+            "refused, counted in handler.dropped['results']" if refused
+            else "on local disk, and stored as soon as the database is back" if spooled
             else "retried in the background",
         )
         if change is not None and not spooled:

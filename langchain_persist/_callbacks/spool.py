@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -36,6 +37,8 @@ from sqlalchemy.engine import make_url
 
 from .._errors import ConfigurationError, NotFoundError, ValidationError
 from .._results.storage import EventStore, ResultStore
+
+logger = logging.getLogger("langchain_persist")
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 SPOOL_VARIABLE = "LANGCHAIN_PERSIST_SPOOL"
@@ -254,6 +257,7 @@ class Replayed:
     rows: dict[str, int]
     ends: int
     files: int
+    refused: int = 0  # ends of runs the database can never take (an id refused)
 
 
 def replay(
@@ -276,7 +280,13 @@ def replay(
             elif isinstance(line, list) and line and line[0] == "d":
                 ends.pop(line[1], None)
         for change in ends.values():
-            apply_end(results, change)
+            try:
+                apply_end(results, change)
+            except ValidationError as exc:  # never storable: the others still are
+                logger.error("langchain-persist could not store the end of a run from the "
+                             "spool %s: %s", spooled.path, exc)
+                done.refused += 1
+                continue
             done.ends += 1
         batch: dict[str, list[list[Any]]] = {"traces": [], "logs": []}
         start, offset = _done(spooled.path), 0
@@ -316,13 +326,12 @@ def apply_end(results: ResultStore, change: dict[str, Any]) -> None:
         latest = results.latest_checkpoint_id(thread)
         if latest is not None:
             fields["checkpoint_id"] = latest
-    try:
-        if change.get("result_id"):
+    if change.get("result_id"):
+        # finished since (a finished row keeps its end), or deleted: nothing to store
+        with contextlib.suppress(ValidationError, NotFoundError):
             results.update_result(change["result_id"], **fields)
-        elif create is not None:
-            results.save_result(**{**create, **fields})
-    except (ValidationError, NotFoundError):
-        pass  # finished since (a finished row keeps its end), or deleted: nothing to store
+    elif create is not None:
+        results.save_result(**{**create, **fields})  # an id refused raises ValidationError
     if thread and change.get("resumed_by"):
         own = change.get("result_id") or (create or {}).get("id")
         results.resolve_interrupted(

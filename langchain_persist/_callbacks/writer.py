@@ -539,9 +539,13 @@ class BackgroundWriter:
                 if self.spool is not None:
                     self.spool.end_stored(record.key)
         except ValidationError as exc:
-            if record.kind == "open":  # an id refused: counted once here, as the end is
+            # an id refused: the row can never be stored; counted once, when its end is (an
+            # opening refused is followed by its end; progress after the end does nothing)
+            if record.kind == "final":
                 self._count_drop("results", 1, exc)
-            return True  # (progress that arrived after the run finished: nothing to do)
+                if self.spool is not None:
+                    self.spool.end_stored(record.key)  # nothing for a replay to try again
+            return True
         except PersistenceError:
             # an opening or a progress that could not be written is not retried: the end of the
             # run (retried, and spooled) writes the whole row
