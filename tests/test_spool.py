@@ -25,7 +25,7 @@ from tcp_proxy import proxied
 from typer.testing import CliRunner
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
-from langchain_persist._callbacks.spool import files
+from langchain_persist._callbacks.spool import Spool, files, replay
 from langchain_persist._cli.commands import app as cli
 from langchain_persist._db import engine
 
@@ -255,4 +255,21 @@ def test_spool_status_says_what_waits(sqlite_url, spool_dir):
     shown = CliRunner().invoke(cli, ["spool", "status", "--url", sqlite_url, "--json"])
     assert shown.exit_code == 0 and '"alive": true' in shown.output
     handler.close()
+    service.close()
+
+
+def test_a_replay_stores_every_end_but_one_the_database_refuses(db_url, spool_dir, caplog):
+    service = ResultsPersistenceService(db_url)
+    dead = Spool(spool_dir, db_url)  # as a process killed with two run ends not yet stored
+    for key, agent in (("bad", "agent\x00nul"), ("good", "agent")):
+        dead.append_end(key, {"create": {"id": str(uuid.uuid4()), "agent_id": agent,
+                                         "execution_id": key},
+                              "fields": {"status": "completed", "result": key}})
+    dead._open_ends.clear()  # (a killed process marks nothing stored)
+    dead.close()  # its lock released: a spool of no living process
+    done = replay(spool_dir, service, service, db_url)
+    assert (done.ends, done.refused, done.files) == (1, 1, 1)
+    (stored,) = service.find_results(limit=10)
+    assert stored.execution_id == "good" and stored.result == "good"
+    assert "NUL character" in caplog.text and list(files(spool_dir)) == []
     service.close()
