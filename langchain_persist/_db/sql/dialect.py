@@ -14,6 +14,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.selectable import Join
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+RANDOM_PAGE_COST = 1.1  # searches and statistics: see `custom_plans`
 
 
 def upsert(conn: Connection, table: Table) -> Any:
@@ -78,12 +79,18 @@ def custom_plans(conn: Connection) -> Iterator[None]:
     generic plan for all parameters: fine for the hot paths, wrong for searches and
     statistics, whose best plan depends on the values (how many rows a word matches, how much
     of a table a time range covers): a generic plan read a whole table for a 7-day range.
+    Reads through an agent's index are costed as near-sequential (``RANDOM_PAGE_COST``): the
+    handler stores a run's events together, so an agent's rows lie in runs of pages, and at
+    PostgreSQL's default cost (4, for spinning disks) the planner walked every agent's rows
+    along the time index instead (8,600 pages against 850 for an agent's newest 5,000).
     """
     if conn.dialect.name != "postgresql":
         yield
         return
-    conn.execute(text("SET plan_cache_mode = force_custom_plan"))
+    conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', false), "
+                      f"set_config('random_page_cost', '{RANDOM_PAGE_COST}', false)"))
     try:
         yield
     finally:
-        conn.execute(text("RESET plan_cache_mode"))
+        conn.execute(text("SELECT set_config(name, reset_val, false) FROM pg_settings "
+                          "WHERE name IN ('plan_cache_mode', 'random_page_cost')"))

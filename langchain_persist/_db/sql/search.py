@@ -35,6 +35,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     table,
     tuple_,
@@ -226,25 +227,30 @@ def _postgres_hits(conn: Connection, plan: _Plan, limit: int) -> list[Any]:
     matches are many) and reading every match through the GIN index, then sorting (quick when
     they are few) by its estimate of how many rows match; for a word it has no statistics of,
     it guesses "many", and a walk over a million rows for a word that matches none takes a
-    second.  So: first the ``RECENT_WINDOW`` newest rows are read along the time index and
-    matched (enough when matches are dense); if they hold fewer than ``limit`` hits, the older
-    matches come from the GIN index, sorted by an expression no index serves, so that the
-    planner cannot walk.
+    second.  So: first the ``RECENT_WINDOW`` newest rows are read along the (agent and) time
+    index and matched (enough when matches are dense), in one statement that also gives the
+    window's oldest row; if they hold fewer than ``limit`` hits and the window was full, the
+    older matches come from the GIN index (and'ed with the agent's index, when filtered by
+    agent), sorted by an expression no index serves, so that the planner cannot walk.
     """
     t = plan.table
-    recent = plan.query(matching=False).add_columns(
-        literal_column(SEARCH_COLUMN).label("search_vector")).limit(RECENT_WINDOW).subquery()
-    vector = recent.c.search_vector
-    condition = vector.op("@@")(plan.match.right)
-    hits = list(conn.execute(
-        select(*(recent.c[c.name] for c in plan.columns)).where(condition)
-        .order_by(recent.c.timestamp.desc(), recent.c.id.desc()).limit(limit)))
-    if len(hits) >= limit:
-        return hits
-    edge = conn.execute(
-        plan.query(matching=False).with_only_columns(t.c.timestamp, t.c.id)
-        .offset(RECENT_WINDOW - 1).limit(1)).one_or_none()
-    if edge is None:  # the window held every row the filters let through
+    window = (plan.query(matching=False)
+              .add_columns(literal_column(SEARCH_COLUMN).label("search_vector"))
+              .limit(RECENT_WINDOW).subquery())
+    names = [c.name for c in plan.columns]
+    ranked = select(
+        *(window.c[n] for n in names),
+        window.c.search_vector.op("@@")(plan.match.right).label("hit"),
+        func.row_number().over(order_by=(window.c.timestamp.desc(), window.c.id.desc()))
+        .label("rn"),
+    ).subquery()
+    rows = list(conn.execute(
+        select(*(ranked.c[n] for n in names), ranked.c.hit, ranked.c.rn)
+        .where(or_(ranked.c.hit, ranked.c.rn == RECENT_WINDOW))
+        .order_by(ranked.c.timestamp.desc(), ranked.c.id.desc()).limit(limit + 1)))
+    hits = [r for r in rows if r.hit][:limit]
+    edge = next((r for r in rows if r.rn == RECENT_WINDOW), None)
+    if len(hits) >= limit or edge is None:  # enough, or the window held every row
         return hits
     before_edge = tuple_(t.c.timestamp, t.c.id) < tuple_(
         literal(edge.timestamp, t.c.timestamp.type), literal(edge.id, t.c.id.type))
