@@ -120,6 +120,43 @@ def test_database_stops_mid_run(db_url, outage, caplog):
     service.close()
 
 
+def test_a_run_that_fails_during_an_outage_is_stored_failed_with_its_reason(db_url, outage):
+    """The agent fails while the database is away: once it is back, the row says failed, and
+    why, and its events are there."""
+    stop, restart = outage
+    service = ResultsPersistenceService(db_url)
+    service.find_results(limit=1)
+    handler = PersistCallbackHandler("outage", service=service, flush_interval=0.05)
+    calls = []
+
+    @tool
+    def work(text: str) -> str:
+        """Work; the database stops during the second call, and the third call fails."""
+        calls.append(text)
+        if len(calls) == 2:
+            assert handler.flush(10)
+            stop()
+        if len(calls) == 3:
+            raise RuntimeError("the flight API is down too")
+        return f"worked {text}"
+
+    agent = create_agent(ScriptedChatModel(plan=[["work"]] * 4), [work])
+    run = uuid.uuid4()
+    with pytest.raises(RuntimeError, match="the flight API is down too"):
+        agent.invoke({"messages": [("user", "go")]}, {"callbacks": [handler], "run_id": run})
+    assert handler.flush(10) and handler.writer.backlog > 0  # waiting on local disk
+    restart()
+    handler.writer._retry_at = 0  # (no need to wait out the backoff here)
+    assert handler.flush(10)
+    (result,) = service.find_results(execution_id=str(run))
+    assert result.status == "failed" and "the flight API is down too" in result.error
+    types = [t.type for t in service.get_execution_traces(str(run)) if t.type.startswith("tool")]
+    assert types == ["tool_start", "tool_end"] * 2 + ["tool_start", "tool_error"]
+    assert handler.writer.backlog == 0 and "traces" not in handler.dropped
+    handler.close()
+    service.close()
+
+
 def test_without_a_spool_an_outage_drops_and_counts(db_url, outage, caplog):
     """``spool=False``: what the database cannot take is dropped, counted, and said once."""
     stop, restart = outage

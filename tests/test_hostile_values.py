@@ -110,6 +110,24 @@ def test_one_refused_row_costs_no_other(service, caplog):
     assert service.dropped == {"logs": 1}
 
 
+@EXAMPLES
+@given(batch=st.lists(st.booleans(), min_size=1, max_size=60))
+def test_refused_rows_anywhere_in_a_batch_cost_no_other(service, batch):
+    """Any mix of good rows and rows the database refuses: every good one is stored, every
+    refused one counted."""
+    execution = f"mix-{uuid.uuid4()}"
+    rows = []
+    for i, good in enumerate(batch):
+        row = list(service.log_row(agent_id="a", execution_id=execution, message=f"m{i}"))
+        if not good:
+            row[4] = "bogus"  # a level the CHECK constraint forbids
+        rows.append(tuple(row))
+    done = service.insert_events("logs", rows)
+    assert (done.stored, done.refused) == (sum(batch), len(batch) - sum(batch))
+    stored = sorted(log.message for log in service.get_execution_logs(execution, limit=100))
+    assert stored == sorted(f"m{i}" for i, good in enumerate(batch) if good)
+
+
 def test_a_hostile_argument_costs_no_trace(service):
     """40 good tool calls and one whose argument holds a lone surrogate (and a NUL): every
     trace is stored, the bad one cleaned (0 of 84 were stored before)."""
@@ -200,6 +218,19 @@ def test_a_run_whose_id_is_refused_is_counted_not_lost_in_silence(service, key, 
     assert "as soon as the database is back" not in said  # not an outage: it is refused
     handler.close()
     assert handler.dropped["results"] == 1  # and never replayed from the spool
+
+
+def test_a_write_of_a_task_with_a_nul_in_its_id_is_refused_on_both_databases(service):
+    saver = PersistSaver.from_url(service.url)
+    graph = agent_graph(1).compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"messages": [("user", "hi")]}, config)
+    latest = saver.get_tuple(config).config
+    for task_id, task_path in (("task\x00id", ""), ("task", "path\x00")):
+        with pytest.raises(ValidationError, match="NUL character or a lone surrogate"):
+            saver.put_writes(latest, [("messages", "x")], task_id, task_path)
+    assert saver.get_tuple(config).pending_writes == []  # nothing half-written
+    saver.close()
 
 
 @tool

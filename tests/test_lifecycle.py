@@ -247,10 +247,14 @@ def test_an_undecodable_checkpoint_is_a_clear_json_error(db_url):
     checkpoint_id = writer.get_tuple({"configurable": {"thread_id": "secret"}}).config[
         "configurable"]["checkpoint_id"]
     app = create_app(agent_graph(1), url=db_url)  # a plain saver: it cannot read those
+    resume = {"checkpointId": checkpoint_id, "additionalInstructions": "go on"}
     with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
-        reply = client.get(f"/api/checkpoints/{checkpoint_id}")
-    assert reply.status_code == 422
-    assert "serde" in reply.json()["detail"] and "Traceback" not in reply.text
+        replies = [client.get(f"/api/checkpoints/{checkpoint_id}"),
+                   client.get(f"/api/agents/agent/checkpoints/{checkpoint_id}"),
+                   client.post("/api/agents/agent/resume", json=resume)]
+    for reply in replies:
+        assert reply.status_code == 422, reply.request.url
+        assert "serde" in reply.json()["detail"] and "Traceback" not in reply.text
     writer.close()
 
 

@@ -8,7 +8,7 @@ import server_graphs
 from saver_graphs import agent_graph
 from server_support import post_events, running_server
 
-from langchain_persist import PersistSaver
+from langchain_persist import ConfigurationError, PersistSaver
 from langchain_persist.server import create_app
 
 TOKENS = {"tok-a": ["agent-a"], "tok-b": ["agent-b*"], "tok-all": ["*"]}
@@ -153,3 +153,30 @@ def test_the_viewer_searches_and_counts_only_a_tokens_agents(tenants):
     assert client.get("/stats", params={"agent": "agent-b-1"}, headers=as_a).status_code == 403
     as_all = {"Cookie": "langchain_persist_token=tok-all"}
     assert "agent-b-1" in client.get("/stats", headers=as_all).text
+
+
+@pytest.mark.parametrize("given", ["json", "file"])
+def test_scoped_tokens_come_from_the_environment_as_json_or_a_file(sqlite_url, tmp_path,
+                                                                   monkeypatch, given):
+    config = '{"tok-env": ["agent-a"]}'
+    path = tmp_path / "tokens.json"
+    path.write_text(config)
+    monkeypatch.setenv("LANGCHAIN_PERSIST_API_TOKENS", config if given == "json" else str(path))
+    monkeypatch.delenv("LANGCHAIN_PERSIST_API_TOKEN", raising=False)
+    app = create_app(server_graphs.agent, url=sqlite_url, retry_delay=0)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert _status(client, "GET", "/api/agents/agent-a/results", None, "tok-env") == 200
+        assert _status(client, "GET", "/api/agents/agent-b/results", None, "tok-env") == 403
+        assert _status(client, "GET", "/api/agents/agent-a/results", None, "other") == 401
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("{not json", "not valid JSON"),
+    ("/nowhere/tokens.json", "neither a JSON object nor a readable file"),
+    ('{"tok": []}', "map each token to a list of agent names"),
+])
+def test_scoped_tokens_that_cannot_be_read_stop_the_server_and_say_why(sqlite_url, monkeypatch,
+                                                                       value, said):
+    monkeypatch.setenv("LANGCHAIN_PERSIST_API_TOKENS", value)
+    with pytest.raises(ConfigurationError, match=said):
+        create_app(server_graphs.agent, url=sqlite_url, retry_delay=0)

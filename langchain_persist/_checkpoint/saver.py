@@ -250,8 +250,8 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
             "thread_id": thread_id,
             "checkpoint_ns": ns,
             "checkpoint_id": checkpoint_id,
-            "task_id": task_id,
-            "task_path": task_path,
+            "task_id": checked_id("task_id", task_id),
+            "task_path": task_path and checked_id("task_path", task_path),
             "run_id": _run_id(config),
         }
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
