@@ -718,8 +718,9 @@ class ResultsPersistenceService(Leased):
                         conn, kind, scope, when, n, last[0])
                     return gone
 
-                with self._merging_later(table):
-                    counts[kind] = self._in_batches(step, _progress(on_progress, kind))
+                with self._merging_later(table) as tidy:
+                    counts[kind] = self._in_batches(step, _progress(on_progress, kind),
+                                                    between=tidy)
             when = scope.cutoffs["checkpoints"]
             if when is not None:
                 counts.update(self._old_threads(scope, when, dry_run, on_progress))
@@ -751,18 +752,21 @@ class ResultsPersistenceService(Leased):
         return {"threads": len(gone), "checkpoints": total}
 
     @contextmanager
-    def _merging_later(self, table: Any) -> Iterator[None]:
-        """On SQLite, while many rows of a searched table go: FTS5's automerge off, the merging
-        then done in small steps, each a short transaction, and automerge on again (see
-        `retention_sql.set_automerge`)."""
+    def _merging_later(self, table: Any) -> Iterator[Callable[[Any], Any] | None]:
+        """On SQLite, while many rows of a searched table go: FTS5's automerge off, a small
+        merge step between batches (yielded, for `_in_batches`), the rest of the merging done
+        at the end in small steps, each a short transaction, and automerge on again (see
+        `retention_sql.set_automerge`).  Without the steps between batches, the segments that
+        each batch leaves pile up until FTS5 merges them at once ("crisis merge"), which may
+        be in a writer's insert: one took 340 ms, with the lock held."""
         fts = retention_sql.fts_table(table) if self.dialect == "sqlite" else None
         if fts is None:
-            yield
+            yield None
             return
         with self._blocking("apply retention"), self.db.write() as conn:
             retention_sql.set_automerge(conn, fts, 0)
         try:
-            yield
+            yield lambda conn: retention_sql.merge_step(conn, fts)
             self._in_batches(
                 lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
         finally:  # on again once the merging is done (or a batch failed)
@@ -771,13 +775,14 @@ class ResultsPersistenceService(Leased):
 
     def _in_batches(
         self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None,
-        *, size: int | None = None,
+        *, size: int | None = None, between: Callable[[Any], Any] | None = None,
     ) -> int:
         """Run ``step(conn, size)`` (it deletes up to ``size`` rows) in one short transaction
         after another until it deletes fewer than ``size``; sizes adapt so that each lasts
         about ``RETENTION_BATCH_SECONDS``; the database is then left to others for
         ``RETENTION_PAUSE`` times as long (on SQLite, the WAL is checkpointed meanwhile, by this
-        connection, so that a writer's commit does not do it)."""
+        connection, so that a writer's commit does not do it, and ``between`` runs in a short
+        transaction of its own)."""
         fixed = size is not None
         total, size = 0, size or min(200, self.cleanup_batch_size)
         sqlite = self.dialect == "sqlite"
@@ -799,6 +804,9 @@ class ResultsPersistenceService(Leased):
             if sqlite:
                 with self.db.cursor() as cur:
                     cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if between is not None:
+                with self._blocking("apply retention"), self.db.write() as conn:
+                    between(conn)
             time.sleep(max(0.0, resume - time.monotonic()))
 
     # -- checkpoints (blocking) ---------------------------------------------------------------
