@@ -79,6 +79,27 @@ def test_finds_text_with_punctuation(stored: ResultsPersistenceService) -> None:
         stored.search("  ")
 
 
+def test_nul_and_lone_surrogates_separate_words_as_stored(
+        service: ResultsPersistenceService) -> None:
+    """Stored, NUL and a lone surrogate became U+FFFD, which separates words; in a query they
+    separate words too (PostgreSQL refused a NUL in the query as a storage error)."""
+    _log(service, "a", "e1", "before\x00after and left\ud800right")
+    assert _found(service, "before\x00after") == ["log:e1"]
+    assert _found(service, "left\ud800right") == ["log:e1"]
+    assert _found(service, "\x00before") == ["log:e1"]
+    (hit,) = service.search("after")
+    assert [hit.snippet[a:b] for a, b in hit.highlights] == ["after"]
+    with pytest.raises(ValidationError, match="no word"):
+        service.search("\x00\ud800")
+
+
+def test_a_cursor_that_was_not_ours_is_refused_matches_or_not(
+        stored: ResultsPersistenceService) -> None:
+    for query in ("RateLimitError", "xylophone"):
+        with pytest.raises(ValidationError, match="invalid cursor"):
+            stored.search(query, cursor="zzz")
+
+
 def test_finds_non_ascii_words(stored: ResultsPersistenceService) -> None:
     assert _found(stored, "Zürich") == ["trace:x3"]
     assert _found(stored, "zürich") == ["trace:x3"]  # any case

@@ -49,8 +49,11 @@ from ..schema import SEARCH_COLUMN, agent_results, agent_traces, execution_logs
 from .paging import after_cursor, decode_cursor
 
 MAX_QUERY = 1000
-# a word: a run of characters that are neither whitespace nor ASCII punctuation
-_WORD = re.compile(r"[^\s!-/:-@\[-`{-~]+")
+# what separates words: whitespace, ASCII punctuation and control characters, and what the
+# sanitizer makes of NUL and lone surrogates (U+FFFD) or leaves of them in a query
+_SEPARATORS = r"\s\x00-\x1f\x7f!-/:-@\[-`{-~\ufffd\ud800-\udfff"
+# a word: a run of characters that are not separators
+_WORD = re.compile(f"[^{_SEPARATORS}]+")
 _TERM = re.compile(r'"([^"]*)"(\*?)|(\S+)')
 # event tables by kind, with the columns a hit shows: its type and name, and its text
 KINDS: dict[str, tuple[Table, str, str, str]] = {
@@ -124,6 +127,8 @@ def search(
 ) -> list[Any]:
     """Up to ``limit`` hits (rows: kind, id, agent_id, execution_id, timestamp, type, name,
     text, metadata), newest first, after ``cursor``."""
+    if cursor:
+        decode_cursor(cursor)  # a cursor that was not ours is refused, matches or not
     plans = [p for kind in KINDS
              if (p := _plan(conn, kind, terms, filters, cursor)) is not None]
     if conn.dialect.name == "postgresql":
@@ -332,8 +337,8 @@ def snippet(
     return f"{head}{text[start:end]}{tail}", inside
 
 
-_GAP = r"[\s!-/:-@\[-`{-~]"  # what separates words
-_LETTER = r"[^\s!-/:-@\[-`{-~]"  # a character of a word
+_GAP = f"[{_SEPARATORS}]"  # what separates words
+_LETTER = f"[^{_SEPARATORS}]"  # a character of a word
 
 
 @functools.lru_cache(maxsize=256)
