@@ -423,7 +423,10 @@ def test_event_rows_read_back_as_the_events_were(service):
     assert log.timestamp == dt.datetime.fromtimestamp(moments[0], dt.UTC)
 
 
-def test_result_is_updated_while_the_run_goes(service, handler):
+def test_result_is_updated_while_the_run_goes(service, handler, monkeypatch):
+    # progress is written once a run has lasted PROGRESS_EVERY (1 s), then as often: a run
+    # of real model calls; this one is scripted, so its first call ends at once
+    monkeypatch.setattr("langchain_persist._callbacks.handler.PROGRESS_EVERY", 0.0)
     seen = []
 
     @tool

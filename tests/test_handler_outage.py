@@ -8,6 +8,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -75,11 +76,10 @@ def _waiting_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.levelno == logging.WARNING and "they are kept" in r.getMessage()]
 
 
-def test_database_stops_mid_run(db_url, outage, caplog):
-    """The agent finishes; nothing is dropped (the writer spools what it cannot store, says so
-    once), and once the database is back every event and the end of the run are stored, each
-    once."""
-    stop, restart = outage
+def _agent_in_an_outage(db_url: str, stop: Any, fail_at: int | None = None) -> tuple[
+        ResultsPersistenceService, PersistCallbackHandler, Any]:
+    """An agent of four tool calls whose second call stops the database (once its events so
+    far are stored) and whose call ``fail_at`` raises."""
     service = ResultsPersistenceService(db_url)
     service.find_results(limit=1)
     handler = PersistCallbackHandler("outage", service=service, flush_interval=0.05)
@@ -87,14 +87,24 @@ def test_database_stops_mid_run(db_url, outage, caplog):
 
     @tool
     def work(text: str) -> str:
-        """Work; the database stops during the second call."""
+        """Work."""
         calls.append(text)
         if len(calls) == 2:
             assert handler.flush(10)
             stop()
+        if len(calls) == fail_at:
+            raise RuntimeError("the flight API is down too")
         return f"worked {text}"
 
-    agent = create_agent(ScriptedChatModel(plan=[["work"]] * 4), [work])
+    return service, handler, create_agent(ScriptedChatModel(plan=[["work"]] * 4), [work])
+
+
+def test_database_stops_mid_run(db_url, outage, caplog):
+    """The agent finishes; nothing is dropped (the writer spools what it cannot store, says so
+    once), and once the database is back every event and the end of the run are stored, each
+    once."""
+    service, handler, agent = _agent_in_an_outage(db_url, outage[0])
+    restart = outage[1]
     run = uuid.uuid4()
     with caplog.at_level(logging.WARNING, logger="langchain_persist"):
         out = agent.invoke({"messages": [("user", "go")]}, {"callbacks": [handler], "run_id": run})
@@ -123,24 +133,8 @@ def test_database_stops_mid_run(db_url, outage, caplog):
 def test_a_run_that_fails_during_an_outage_is_stored_failed_with_its_reason(db_url, outage):
     """The agent fails while the database is away: once it is back, the row says failed, and
     why, and its events are there."""
-    stop, restart = outage
-    service = ResultsPersistenceService(db_url)
-    service.find_results(limit=1)
-    handler = PersistCallbackHandler("outage", service=service, flush_interval=0.05)
-    calls = []
-
-    @tool
-    def work(text: str) -> str:
-        """Work; the database stops during the second call, and the third call fails."""
-        calls.append(text)
-        if len(calls) == 2:
-            assert handler.flush(10)
-            stop()
-        if len(calls) == 3:
-            raise RuntimeError("the flight API is down too")
-        return f"worked {text}"
-
-    agent = create_agent(ScriptedChatModel(plan=[["work"]] * 4), [work])
+    service, handler, agent = _agent_in_an_outage(db_url, outage[0], fail_at=3)
+    restart = outage[1]
     run = uuid.uuid4()
     with pytest.raises(RuntimeError, match="the flight API is down too"):
         agent.invoke({"messages": [("user", "go")]}, {"callbacks": [handler], "run_id": run})

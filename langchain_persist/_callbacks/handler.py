@@ -532,6 +532,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         ex = self._execution(run_id, name, meta)
         ex.execution_id = str(ex.execution_id)
         ex.row = row = ResultOwner()
+        ex.progress_at = time.time()  # the first progress a second into the run, if it lasts
         quest_id = meta.get("quest_id")
         ex.opening = {
             "agent_id": ex.agent_id, "execution_id": ex.execution_id, "thread_id": ex.thread_id,

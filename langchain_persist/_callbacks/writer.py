@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -173,6 +173,7 @@ class BackgroundWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake = threading.Event()  # a full batch, a flush or close: stop gathering
         self._pending: dict[str, ResultWrite] = {}  # final result writes awaiting a retry
+        self._opens: list[tuple[float, ResultWrite]] = []  # running rows to write, when due
         self._rows: dict[str, list[tuple[Any, ...]]] = {"traces": [], "logs": []}
         self._rows_bytes = 0
         self._rows_since: float | None = None  # when the oldest row not yet stored came
@@ -341,6 +342,7 @@ class BackgroundWriter:
                     marker.done.set()  # on local disk: the caller may go on
                     marker = None
                 if marker is not None:
+                    self._open_rows()
                     if self._orphans:
                         self._replay_orphans()
                     self._store(force=True)
@@ -365,6 +367,8 @@ class BackgroundWriter:
             deadlines.append(self._rows_since + self.flush_interval)
         if self._backlog is not None or self._pending or self._orphans:
             deadlines.append(self._retry_at)
+        if self._opens:
+            deadlines.append(self._opens[0][0])
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -372,6 +376,8 @@ class BackgroundWriter:
     def _due(self) -> None:
         """Store what is due: rows old enough, a backlog, ends of runs, a dead process's spool."""
         now = time.monotonic()
+        if self._opens and self._opens[0][0] <= now:
+            self._open_rows(now)
         if self._rows_since is not None and now - self._rows_since >= self.flush_interval:
             self._store()
         if now >= self._retry_at:
@@ -386,7 +392,6 @@ class BackgroundWriter:
         """Rows of the records, spooled and kept for the next store; result writes applied."""
         rows: list[tuple[str, tuple[Any, ...]]] = []
         lines: list[bytes] = []
-        opens: list[ResultWrite] = []
         progress: dict[str, ResultWrite] = {}
         service, spooling = self.service, self.spool is not None
         fmt, limit, max_text = service.event_format(), service.trace_content_limit, service.max_text
@@ -398,7 +403,7 @@ class BackgroundWriter:
                     self._pending[record.key] = record
                     progress.pop(record.key, None)
                 elif record.kind == "open":
-                    opens.append(record)
+                    self._opens.append((time.monotonic() + self.flush_interval, record))
                 elif record.key not in self._pending:
                     progress[record.key] = record  # newest progress wins
                 continue
@@ -430,7 +435,20 @@ class BackgroundWriter:
                 if (sum(len(r) for r in self._rows.values()) >= self.batch_size
                         or self._rows_bytes >= self.max_batch_bytes):
                     self._store()
-        for record in (*opens, *progress.values()):
+        if progress:  # a run with progress to show has its running row written first
+            self._open_rows(time.monotonic(), progress.keys())
+        for record in progress.values():
+            self._apply(record)
+
+    def _open_rows(self, now: float | None = None, keys: Iterable[str] = ()) -> None:
+        """Write the running rows of runs opened a flush interval ago (or of ``keys``; all of
+        them, at a flush) and still going: a run that ends sooner is written once, whole, by
+        its end."""
+        wanted = set(keys)
+        due = [r for at, r in self._opens if now is None or at <= now or r.key in wanted]
+        self._opens = [(at, r) for at, r in self._opens
+                       if not (now is None or at <= now or r.key in wanted)]
+        for record in due:
             self._apply(record)
 
     def _store(self, *, force: bool = False) -> None:
