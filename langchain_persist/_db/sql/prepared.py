@@ -96,23 +96,31 @@ class Prepared:
         ]
 
 
-def prepared(build: Callable[..., Any]) -> Callable[..., Prepared]:
-    """Cache a statement builder's result as a `Prepared`, per dialect and arguments."""
+_kinds: dict[tuple[Any, ...], Dialect] = {}
+
+
+def _kind(dialect: Dialect) -> Dialect:
+    """The first dialect object seen of this kind (driver, parameter style, server version):
+    a statement compiled for it serves every database of the kind, so a database opened again
+    (a new engine, a new dialect object) compiles nothing again."""
+    key = (type(dialect), dialect.paramstyle, getattr(dialect, "server_version_info", None))
+    return _kinds.setdefault(key, dialect)
+
+
+def prepared(build: Callable[..., Any], *, raw: bool = False) -> Callable[..., Prepared]:
+    """Cache a statement builder's result as a `Prepared`, per kind of dialect and arguments."""
 
     @functools.lru_cache(maxsize=512)
     def cached(dialect: Dialect, *args: Any) -> Prepared:
-        return Prepared(build(dialect.name, *args), dialect)
+        return Prepared(build(dialect.name, *args), dialect, raw=raw)
 
-    cached.__doc__ = build.__doc__
-    return cached
+    def get(dialect: Dialect, *args: Any) -> Prepared:
+        return cached(_kind(dialect), *args)
+
+    get.__doc__ = build.__doc__
+    return get
 
 
 def prepared_raw(build: Callable[..., Any]) -> Callable[..., Prepared]:
     """`prepared` for a statement whose rows the caller reads as the driver returns them."""
-
-    @functools.lru_cache(maxsize=512)
-    def cached(dialect: Dialect, *args: Any) -> Prepared:
-        return Prepared(build(dialect.name, *args), dialect, raw=True)
-
-    cached.__doc__ = build.__doc__
-    return cached
+    return prepared(build, raw=True)
