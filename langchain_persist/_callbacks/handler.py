@@ -1,17 +1,19 @@
 """`PersistCallbackHandler`: records every run's result, tool traces and logs.
 
-Pass it in run config (``{"callbacks": [handler]}``).  The root run of each invocation is one
-execution.  A chain, graph or agent root gets an `agent_results` row: the background writer
-creates it as ``running`` within one flush interval of the start, and the caller's thread
-writes the end of the run before ``invoke`` returns (an update, or the whole row at once for
-a run shorter than the interval), so the row is durable when ``invoke`` returns at the cost
-of one blocking write per run (``raise_error=True`` also makes the start blocking).  Every
-other event becomes a small immutable record on the `BackgroundWriter`'s queue, which a daemon
-thread turns into rows and stores in batches.  The handler keeps one entry per run in flight,
-keyed by run id, and forgets it when the run ends, so one handler serves any number of
-concurrent runs, sync or async.  Its callbacks run inline (``run_inline``: no thread hop per
-event); in an async run the one blocking write, at the end of the run, therefore happens on
-the event loop (~0.5 ms on SQLite, ~1 ms on PostgreSQL).
+Pass it in run config (``{"callbacks": [handler]}``). The root run of each invocation is one
+execution. A chain, graph or agent root gets an `agent_results` row: the background writer
+creates it as ``running`` one flush interval after the start if the run still goes, and the
+caller's thread writes the end of the run before ``invoke`` returns (an update, or the whole
+row at once for a run shorter than the interval), so the row is durable when ``invoke`` returns
+at the cost of one blocking write per run (``raise_error=True`` also makes the start blocking).
+Every other event becomes a small immutable record on the `BackgroundWriter`'s queue, which a
+daemon thread turns into rows and stores in batches. The handler keeps one entry per run in
+flight, keyed by run id, and forgets it when the run ends, so one handler serves any number of
+concurrent runs, sync or async. Its callbacks run inline (``run_inline``: no thread hop per
+event); in an async run the end of the run goes to the spool and the writer (``await
+handler.aflush()`` waits for it), so no database call happens on the event loop, unless the
+spool is off (``spool=False``: then it is written on the loop, ~0.5 ms on SQLite, ~1 ms on
+PostgreSQL).
 
 What is recorded:
 
@@ -524,9 +526,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
     ) -> ExecutionState:
         """Start an execution and its ``running`` result row.
 
-        The row is created by the writer within one flush interval (so a short run costs
-        one blocking write, at its end); with ``raise_error=True`` it is created here, on
-        the caller's thread, and a failure raises.
+        The row is created by the writer one flush interval after the start, if the run
+        still goes (so a short run costs one blocking write, at its end); with
+        ``raise_error=True`` it is created here, on the caller's thread, and a failure
+        raises.
         """
         meta = metadata or {}
         ex = self._execution(run_id, name, meta)
