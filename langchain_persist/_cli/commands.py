@@ -30,9 +30,11 @@ from .._results.inspect import is_stale
 from .._results.service import ResultsPersistenceService
 from .insight import retention_app, search, stats
 from .support import (
+    DryRun,
     Json,
     Serde,
     Url,
+    Yes,
     console,
     database_errors,
     describe_age,
@@ -266,10 +268,8 @@ def cleanup(
         str,
         typer.Option("--older-than", help="Age of what to delete: 30d, 12h, 15m, 90s, 2w, 1d12h."),
     ],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     json_: Json = False,
     url: Url = None,
 ) -> None:

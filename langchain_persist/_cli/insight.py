@@ -17,7 +17,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from .._db.backfill import describe
 from .._db.schema import RESULT_STATUSES
 from .._db.sql.stats import GROUPINGS
-from .support import Json, Url, console, database_errors, err, fail, parse_age, read_service, where
+from .support import (
+    DryRun,
+    Json,
+    Url,
+    Yes,
+    console,
+    database_errors,
+    err,
+    fail,
+    parse_age,
+    read_service,
+    where,
+)
 from .views import to_json
 
 retention_app = typer.Typer(
@@ -201,10 +213,8 @@ def retention_delete(
 
 @retention_app.command("run")
 def retention_run(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     json_: Json = False,
     url: Url = None,
 ) -> None:

@@ -45,6 +45,10 @@ Serde = Annotated[
 Json = Annotated[
     bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")
 ]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")]
 
 
 
