@@ -475,9 +475,10 @@ def test_streamed_run_is_recorded(service, handler):
     assert [t.type for t in traces if t.type.startswith("tool")] == ["tool_start", "tool_end"]
 
 
-def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handler):
+def _asking_graph() -> Any:
+    """A one-node graph that asks a question with interrupt() (checkpointed in memory)."""
     from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.types import Command, interrupt
+    from langgraph.types import interrupt
 
     def ask(state: _State) -> dict[str, str]:
         return {"text": state["text"] + interrupt("which colour?")}
@@ -486,7 +487,13 @@ def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handl
     builder.add_node("ask", ask)
     builder.add_edge(START, "ask")
     builder.add_edge("ask", END)
-    graph = builder.compile(checkpointer=InMemorySaver())
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handler):
+    from langgraph.types import Command
+
+    graph = _asking_graph()
     config = {"callbacks": [handler], "configurable": {"thread_id": "t-hitl"}}
     first, second = uuid.uuid4(), uuid.uuid4()
     out = graph.invoke({"text": "sky is "}, {**config, "run_id": first})
@@ -512,17 +519,9 @@ def test_interrupted_run_is_marked_and_resumes_as_a_new_execution(service, handl
 def test_an_async_resume_ends_the_interrupted_run_without_a_write_on_the_loop(service, handler):
     """In an async run the end goes through the spool (no database I/O on the event loop), and
     it still resumes the thread's interrupted run once the writer has stored it."""
-    from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.types import Command, interrupt
+    from langgraph.types import Command
 
-    def ask(state: _State) -> dict[str, str]:
-        return {"text": state["text"] + interrupt("which colour?")}
-
-    builder = StateGraph(_State)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    graph = builder.compile(checkpointer=InMemorySaver())
+    graph = _asking_graph()
     config = {"callbacks": [handler], "configurable": {"thread_id": "t-hitl-async"}}
     first, second = uuid.uuid4(), uuid.uuid4()
 
