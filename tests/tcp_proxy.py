@@ -1,4 +1,5 @@
-"""A TCP proxy a test can cut and restore: a database outage without touching the server.
+"""A TCP proxy a test can cut and restore, and `outage`: a database outage without touching
+the server.
 
 `cut` closes every connection that goes through it and refuses new ones (they are accepted and
 closed at once, as a server that went away would); `restore` lets connections through again.
@@ -7,9 +8,11 @@ closed at once, as a server that went away would); `restore` lets connections th
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 
 class TcpProxy:
@@ -93,3 +96,38 @@ def proxied(url: str) -> Iterator[tuple[str, TcpProxy]]:
         yield f"{head}@127.0.0.1:{proxy.port}/{path}", proxy
     finally:
         proxy.close()
+
+
+@contextmanager
+def outage(url: str, monkeypatch: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(the URL to use, cut, restore): a database outage without touching the shared server.
+    PostgreSQL goes through a `TcpProxy`; a SQLite file is write-locked by another connection
+    (with a short busy timeout, so that a write fails rather than waits)."""
+    from langchain_persist import ResultsPersistenceService
+    from langchain_persist._db import engine
+
+    if not url.startswith("sqlite"):
+        with proxied(url) as (through, proxy):
+            ResultsPersistenceService(through).ping()
+            yield through, proxy.cut, proxy.restore
+        return
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    ResultsPersistenceService(url).ping()  # the schema exists before it is locked
+    lock = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None,
+                           check_same_thread=False)
+    held: list[bool] = []
+
+    def cut() -> None:
+        lock.execute("BEGIN EXCLUSIVE")
+        held.append(True)
+
+    def restore() -> None:
+        if held:
+            lock.execute("COMMIT")
+            held.clear()
+
+    try:
+        yield url, cut, restore
+    finally:
+        restore()
+        lock.close()

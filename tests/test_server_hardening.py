@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,10 +23,9 @@ from hostile import hostile_text, values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from server_support import names, parse_sse, post_events, running_server, wait_for
-from tcp_proxy import proxied
+from tcp_proxy import outage as tcp_outage
 
 from langchain_persist import ResultsPersistenceService
-from langchain_persist._db import engine
 from langchain_persist.server import create_app
 
 TESTS = Path(__file__).parent
@@ -179,30 +177,9 @@ def test_a_body_that_trickles_in_is_cut_off(sqlite_url):
 
 @pytest.fixture
 def outage(db_url, monkeypatch) -> Iterator[tuple[str, Any, Any]]:
-    """(the URL the server uses, cut, restore): a TCP proxy in front of PostgreSQL; for SQLite,
-    another connection holding the write lock (with a short busy timeout)."""
-    if db_url.startswith("sqlite"):
-        monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
-        lock = sqlite3.connect(db_url.split(":///", 1)[1], isolation_level=None,
-                               check_same_thread=False)
-        ResultsPersistenceService(db_url).ping()  # the schema exists before it is locked
-        held: list[bool] = []
-
-        def cut() -> None:
-            lock.execute("BEGIN EXCLUSIVE")
-            held.append(True)
-
-        def restore() -> None:
-            if held:
-                lock.execute("COMMIT")
-                held.clear()
-
-        yield db_url, cut, restore
-        restore()
-        lock.close()
-        return
-    with proxied(db_url) as (url, proxy):
-        yield url, proxy.cut, proxy.restore
+    """(the URL to use, cut, restore): see `tcp_proxy.outage`."""
+    with tcp_outage(db_url, monkeypatch) as found:
+        yield found
 
 
 def test_a_run_goes_on_through_a_database_outage(outage, db_url):

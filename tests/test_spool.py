@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,13 +20,12 @@ import pytest
 from handler_support import ScriptedChatModel
 from langchain.agents import create_agent
 from langchain_core.tools import tool
-from tcp_proxy import proxied
+from tcp_proxy import outage as tcp_outage
 from typer.testing import CliRunner
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
 from langchain_persist._callbacks.spool import Spool, files, replay
 from langchain_persist._cli.commands import app as cli
-from langchain_persist._db import engine
 
 CHILD = [sys.executable, str(Path(__file__).parent / "spool_child.py")]
 
@@ -78,31 +76,9 @@ def test_sigkill_after_300_tool_calls_loses_nothing(db_url, spool_dir, how):
 
 @pytest.fixture
 def outage(db_url, monkeypatch) -> Any:
-    """(the URL to write through, cut, restore) without touching the shared server: a TCP
-    proxy for PostgreSQL; for SQLite, another connection holding the write lock."""
-    if db_url.startswith("sqlite"):
-        monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 100)
-        ResultsPersistenceService(db_url).ping()
-        lock = sqlite3.connect(db_url.split(":///", 1)[1], isolation_level=None,
-                               check_same_thread=False)
-        held: list[bool] = []
-
-        def cut() -> None:
-            lock.execute("BEGIN EXCLUSIVE")
-            held.append(True)
-
-        def restore() -> None:
-            if held:
-                lock.execute("COMMIT")
-                held.clear()
-
-        yield db_url, cut, restore
-        restore()
-        lock.close()
-        return
-    with proxied(db_url) as (url, proxy):
-        ResultsPersistenceService(url).ping()
-        yield url, proxy.cut, proxy.restore
+    """(the URL to use, cut, restore): see `tcp_proxy.outage`."""
+    with tcp_outage(db_url, monkeypatch) as found:
+        yield found
 
 
 def test_a_30_second_outage_in_a_1000_call_run_loses_nothing(outage, spool_dir, caplog):
