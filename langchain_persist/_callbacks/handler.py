@@ -72,7 +72,7 @@ from .writer import (
 logger = logging.getLogger("langchain_persist")
 
 PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
-SPOOL_WAIT = 0.05  # seconds the end of a sync run waits, at most, for its events to be spooled
+SPOOL_WAIT = 0.05  # seconds the end of a run waits, at most, for its events to be spooled
 _RETRY_TAG = "retry:attempt:"
 
 
@@ -558,10 +558,11 @@ class PersistCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """Complete or fail the execution's result, then log it.
 
-        In a sync run: one blocking write, while the writer puts the run's events on local
-        disk (both done when ``invoke`` returns).  On an event loop: no database I/O; the end
-        goes to the spool (local disk, durable when ``ainvoke`` returns) and the writer
-        stores it within a flush interval (``await handler.aflush()`` waits for it).
+        In a sync run: one blocking write.  On an event loop: no database I/O; the end goes
+        to the spool (local disk) and the writer stores it within a flush interval (``await
+        handler.aflush()`` waits for it).  Either way the run then waits (at most
+        ``SPOOL_WAIT``) for the writer to put the run's events on local disk: what a run that
+        returned recorded survives a SIGKILL.
         """
         row = ex.row
         assert row is not None
@@ -578,17 +579,16 @@ class PersistCallbackHandler(BaseCallbackHandler):
             fields.update(status="failed", error=error_text(error), result=ex.partial)
         change = self._end_change(ex, fields)
         try:
-            if not self.raise_error and _on_event_loop() and self._spool_end(ex, change):
-                return  # stored by the writer: no database I/O on the event loop
-            spooled = self.writer.spooled() if self._spools else None
-            try:
-                apply_end(self.results, change)
-            except PersistenceError as exc:
-                self._result_failed("finish", ex, exc, change)
-            if spooled is not None:
-                spooled.wait(SPOOL_WAIT)  # the run's events on local disk before it returns
+            if self.raise_error or not _on_event_loop() or not self._spool_end(ex, change):
+                try:
+                    apply_end(self.results, change)
+                except PersistenceError as exc:
+                    self._result_failed("finish", ex, exc, change)
         finally:
             self._finish_log(ex, error, summary)
+            spooled = self.writer.spooled() if self._spools else None
+            if spooled is not None:
+                spooled.wait(SPOOL_WAIT)  # the run's events on local disk before it returns
 
     def _end_change(self, ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
         """The end of the run as one change for `apply_end`: an update of its row, or the
