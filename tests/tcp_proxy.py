@@ -2,7 +2,8 @@
 the server.
 
 `cut` closes every connection that goes through it and refuses new ones (they are accepted and
-closed at once, as a server that went away would); `restore` lets connections through again.
+closed at once, as a server that went away would); `freeze` accepts new ones and never answers
+(as a host behind a network that drops packets); `restore` lets connections through again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.up = True
+        self.frozen = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
 
@@ -36,9 +38,13 @@ class TcpProxy:
                 _close(sock)
             self._sockets.clear()
 
+    def freeze(self) -> None:
+        """Accept new connections and never answer them, until `restore`."""
+        self.frozen = True
+
     def restore(self) -> None:
         """Let connections through again."""
-        self.up = True
+        self.up, self.frozen = True, False
 
     def close(self) -> None:
         """Stop listening and drop everything."""
@@ -54,6 +60,10 @@ class TcpProxy:
                 return
             if not self.up:
                 _close(client)
+                continue
+            if self.frozen:  # held open, unanswered (closed by cut or close)
+                with self._lock:
+                    self._sockets.add(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)

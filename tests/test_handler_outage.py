@@ -15,6 +15,7 @@ import pytest
 from handler_support import ScriptedChatModel, echo
 from langchain.agents import create_agent
 from langchain_core.tools import tool
+from tcp_proxy import proxied
 
 from langchain_persist import (
     BackgroundWriter,
@@ -204,3 +205,15 @@ def test_full_queue_drops_and_never_blocks(service, caplog):
     writer.close()
     assert not writer.put(TraceEvent("a", "e-full", "x", None, None, None, None, None, 0.0))
     assert writer.dropped["closed"] == 1
+
+
+def test_a_database_that_never_answers_fails_a_connect_rather_than_hang(pg_url):
+    """A host behind a network that drops packets: the connection attempt gives up (after
+    `NETWORK_SETTINGS`' connect_timeout) with an error that says so; libpq's default waits for
+    ever."""
+    with proxied(pg_url) as (through, proxy):
+        proxy.freeze()
+        service = ResultsPersistenceService(through)
+        with pytest.raises(StorageError, match="timeout expired"):
+            service.ping()
+        service.close()

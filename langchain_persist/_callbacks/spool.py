@@ -94,27 +94,30 @@ class Spool:
         self._done_fd = os.open(self._done_path, os.O_RDWR | os.O_CREAT, 0o600)
         self._header = orjson.dumps({"langchain_persist_spool": 1, "url": _public(url)}) + b"\n"
         os.write(self._fd, self._header)
-        self.end = self.done = len(self._header)
+        self.end = self.done = self.events_end = len(self._header)
+        self.generation = 0  # how many times the file was emptied: offsets restart each time
         self._open_ends: set[str] = set()  # keys of run ends spooled and not yet stored
         self._mark(self.done)
 
     def __repr__(self) -> str:
-        return f"Spool({str(self.path)!r}, {self.end - self.done} bytes not yet stored)"
+        return f"Spool({str(self.path)!r}, {self.waiting} bytes not yet stored)"
 
     @property
     def waiting(self) -> int:
         """Bytes of events appended and not yet stored."""
-        return self.end - self.done
+        return max(0, self.events_end - self.done)
 
-    def append(self, lines: list[bytes]) -> bool:
-        """Append event lines (one write); False, appending nothing, past ``max_bytes``."""
+    def append(self, lines: list[bytes]) -> tuple[int, int, int] | None:
+        """Append event lines (one write): their generation, start and end offsets; None,
+        appending nothing, past ``max_bytes``."""
         data = b"".join(lines)
         with self._lock:
             if self.end - self.done + len(data) > self.max_bytes:
-                return False
+                return None
+            start = self.end
             os.write(self._fd, data)
-            self.end += len(data)
-        return True
+            self.end = self.events_end = start + len(data)
+            return self.generation, start, self.end
 
     def append_end(self, key: str, change: dict[str, Any]) -> None:
         """Spool the end of a run (not bounded: it is one line a run, and it must not be lost)."""
@@ -130,7 +133,7 @@ class Spool:
             if key not in self._open_ends:
                 return
             self._open_ends.discard(key)
-            if not self._open_ends and self.done >= self.end:
+            if not self._open_ends and self.done >= self.events_end:
                 self._empty()  # nothing left: no need to say it
                 return
             line = orjson.dumps(["d", key]) + b"\n"
@@ -142,7 +145,7 @@ class Spool:
         left to store is emptied (down to its first line)."""
         with self._lock:
             self.done = max(self.done, upto)
-            if self.done >= self.end and not self._open_ends:
+            if self.done >= self.events_end and not self._open_ends:
                 self._empty()
             else:
                 self._mark(self.done)
@@ -154,7 +157,7 @@ class Spool:
     def close(self) -> None:
         """Release the file; remove it when everything in it is stored."""
         with self._lock:
-            empty = self.done >= self.end and not self._open_ends
+            empty = self.done >= self.events_end and not self._open_ends
             if empty:
                 for path in (self.path, self._done_path):
                     path.unlink(missing_ok=True)
@@ -170,7 +173,8 @@ class Spool:
 
     def _empty(self) -> None:
         os.ftruncate(self._fd, len(self._header))
-        self.end = self.done = len(self._header)
+        self.end = self.done = self.events_end = len(self._header)
+        self.generation += 1
         self._mark(self.done)
 
     def _mark(self, offset: int) -> None:

@@ -1,12 +1,14 @@
 """The background writer: a bounded queue that a daemon thread drains into batched inserts.
 
 The caller's thread only puts a small immutable record on a queue (`BackgroundWriter.put`,
-about a microsecond).  A daemon thread turns records into rows, directly in the form the
-database driver takes (`TraceEvent.to_values`: the costly part), appends them within a few
-milliseconds to the process's spool file on local disk (see `spool`), and stores them through
-an `EventStore` (the service's `insert_events`), one statement per batch; result rows go
-through a `ResultStore`.  A batch is stored when it holds ``batch_size`` rows, when
-``flush_interval`` seconds have passed since its first row, or at a flush.
+about a microsecond).  A daemon thread (the spooler) turns records into rows, directly in the
+form the database driver takes (`TraceEvent.to_values`: the costly part), and appends them
+within a few milliseconds to the process's spool file on local disk (see `spool`); it never
+touches the database, so a slow, locked or hung database never holds the spool back.  A second
+daemon thread (the storer) stores the rows through an `EventStore` (the service's
+`insert_events`), one statement per batch; result rows go through a `ResultStore`.  A batch is
+stored when it holds ``batch_size`` rows, when ``flush_interval`` seconds have passed since its
+first row, or at a flush.
 
 Never in the caller's way: a full queue drops the record (counted in `dropped`).  While the
 database is away the writer keeps spooling, retries with backoff, and stores the backlog from
@@ -19,8 +21,8 @@ while the database is away); `close` flushes and stops the thread; at exit and o
 live writer is flushed.  A process killed with SIGKILL loses only what the writer had not yet
 spooled: the last few milliseconds; the next writer on the same spool directory stores the rest.
 
-Fork: in the child of an ``os.fork()`` a writer starts afresh on its first record (a new
-thread, an empty queue, zero counters): what the parent had queued is the parent's to store,
+Fork: in the child of an ``os.fork()`` a writer starts afresh on its first record (new
+threads, an empty queue, zero counters): what the parent had queued is the parent's to store,
 so it is neither stored twice nor counted as lost.
 """
 
@@ -104,6 +106,17 @@ class ResultWrite(NamedTuple):
     change: Mapping[str, Any] | None = None
 
 
+class _Taken(NamedTuple):
+    """What the spooler hands the storer for a batch of records: the rows (None: they are only
+    in the spool, to be read back from there), the result writes, how many rows, and where the
+    rows' lines are in the spool (its generation, start and end offsets; None with no spool)."""
+
+    rows: list[tuple[str, tuple[Any, ...]]] | None
+    writes: list[ResultWrite]
+    count: int
+    span: tuple[int, int, int] | None
+
+
 class _Marker:
     """A flush (or stop) request travelling through the queue behind what came before it; a
     ``spooled`` one is done as soon as what came before is on local disk."""
@@ -172,6 +185,10 @@ class BackgroundWriter:
         self.dropped: Counter[str] = Counter()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._wake = threading.Event()  # a full batch, a flush or close: stop gathering
+        self._handoff: queue.SimpleQueue[Any] = queue.SimpleQueue()  # spooler -> storer
+        self._sent = self._received = 0  # rows the spooler handed over, and the storer took
+        self._kept = (0, 0)  # (spool generation, offset) past the rows the storer keeps
+        self._drained = (-1, 0)  # (spool generation, offset) the last backlog was read to
         self._pending: dict[str, ResultWrite] = {}  # final result writes awaiting a retry
         self._opens: list[tuple[float, ResultWrite]] = []  # running rows to write, when due
         self._rows: dict[str, list[tuple[Any, ...]]] = {"traces": [], "logs": []}
@@ -194,10 +211,12 @@ class BackgroundWriter:
             target=self._run, name="langchain-persist-writer", daemon=True
         )
         self._thread.start()
+        threading.Thread(target=self._spool_run, name="langchain-persist-spooler",
+                         daemon=True).start()
 
     def after_fork(self) -> None:
-        """In a forked child (called by `shutdown`): the parent's thread is gone and its queue
-        and spool file are the parent's to store; start again on the first record."""
+        """In a forked child (called by `shutdown`): the parent's threads are gone and its
+        queue and spool file are the parent's to store; start again on the first record."""
         if self.spool is not None:
             self.spool.forget_after_fork()
         self._thread = None
@@ -306,20 +325,12 @@ class BackgroundWriter:
 
     # -- the writer thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
-        """Take records as they come (letting them gather for a couple of milliseconds), spool
-        them, and store them when a batch is full or old enough, or at a flush."""
-        source = self._queue
+    def _spool_run(self) -> None:
+        """The spooler: take records as they come (letting them gather for a couple of
+        milliseconds), put their rows on local disk and hand them to the storer."""
+        source, handoff = self._queue, self._handoff
         while True:
-            try:
-                first = source.get(timeout=self._timeout())
-            except queue.Empty:
-                try:
-                    self._due()
-                except Exception:  # the writer thread must survive anything
-                    logger.exception("langchain-persist writer failed")
-                    self._retry_at = time.monotonic() + MAX_BACKOFF
-                continue
+            first = source.get()
             batch: list[Any] = []
             marker = first if type(first) is _Marker else None
             if marker is None:
@@ -337,10 +348,29 @@ class BackgroundWriter:
                         break
                     batch.append(item)
             try:
-                self._take(batch)
-                if marker is not None and marker.spooled:
-                    marker.done.set()  # on local disk: the caller may go on
-                    marker = None
+                taken = self._take(batch)
+                if taken is not None:
+                    handoff.put(taken)
+            except Exception:  # the spooler must survive anything
+                logger.exception("langchain-persist writer failed on a batch of %d", len(batch))
+            if marker is not None and marker.spooled:
+                marker.done.set()  # on local disk: the caller may go on
+            elif marker is not None:
+                handoff.put(marker)  # a flush or a stop, for the storer
+                if marker.stop:
+                    return
+
+    def _run(self) -> None:
+        """The storer: keep the spooler's rows and store them when a batch is full or old
+        enough, or at a flush; write results; store a backlog once the database is back."""
+        source = self._handoff
+        while True:
+            try:
+                item = source.get(timeout=self._timeout())
+            except queue.Empty:
+                item = None
+            marker = item if type(item) is _Marker else None
+            try:
                 if marker is not None:
                     self._open_rows()
                     if self._orphans:
@@ -348,9 +378,12 @@ class BackgroundWriter:
                     self._store(force=True)
                     self._retry_results()
                 else:
+                    if item is not None:
+                        self._keep(item)
                     self._due()
-            except Exception:  # the writer thread must survive anything
-                logger.exception("langchain-persist writer failed on a batch of %d", len(batch))
+            except Exception:  # the storer must survive anything
+                logger.exception("langchain-persist writer failed")
+                self._retry_at = time.monotonic() + MAX_BACKOFF
             if marker is not None:
                 if marker.stop:
                     self._give_up_pending()
@@ -388,24 +421,18 @@ class BackgroundWriter:
             if self._orphans:
                 self._replay_orphans()
 
-    def _take(self, batch: list[Any]) -> None:
-        """Rows of the records, spooled and kept for the next store; result writes applied."""
+    def _take(self, batch: list[Any]) -> _Taken | None:
+        """(The spooler) the rows of the records, on local disk, with the result writes."""
         rows: list[tuple[str, tuple[Any, ...]]] = []
         lines: list[bytes] = []
-        progress: dict[str, ResultWrite] = {}
+        writes: list[ResultWrite] = []
         service, spooling = self.service, self.spool is not None
         fmt, limit, max_text = service.event_format(), service.trace_content_limit, service.max_text
         dumps, option = orjson.dumps, orjson.OPT_NON_STR_KEYS
         for n, record in enumerate(batch, 1):
             kind = type(record)
             if kind is ResultWrite:
-                if record.kind == "final":
-                    self._pending[record.key] = record
-                    progress.pop(record.key, None)
-                elif record.kind == "open":
-                    self._opens.append((time.monotonic() + self.flush_interval, record))
-                elif record.key not in self._pending:
-                    progress[record.key] = record  # newest progress wins
+                writes.append(record)
                 continue
             try:
                 row = (record.to_values(fmt, limit) if kind is TraceEvent
@@ -419,26 +446,71 @@ class BackgroundWriter:
             rows.append((_KIND[kind], row))
             if n % _YIELD_EVERY == 0:
                 time.sleep(0)  # let the agent's threads take the GIL
-        if rows:
-            if spooling and not self.spool.append(lines):  # type: ignore[union-attr]
-                for kind_name, _ in rows:
-                    self.dropped[kind_name] += 1
-                self.dropped["spool_full"] += len(rows)
-                self._warn_once(f"the spool is full ({self.spool_bytes} bytes waiting): the "
-                                "database has been away too long")
-            elif self._backlog is None:  # (in a backlog the rows are read back from the spool)
-                for kind_name, row in rows:
-                    self._rows[kind_name].append(row)
-                    self._rows_bytes += _size(kind_name, row)
-                if self._rows_since is None:
-                    self._rows_since = time.monotonic()
-                if (sum(len(r) for r in self._rows.values()) >= self.batch_size
-                        or self._rows_bytes >= self.max_batch_bytes):
-                    self._store()
+        span = None
+        behind = self._sent - self._received >= self.max_queue  # the storer waits on the database
+        if rows and spooling:
+            span = self.spool.append(lines)  # type: ignore[union-attr]
+            if span is None:
+                rows = self._dropped_rows(rows, "spool_full", f"the spool is full ("
+                                          f"{self.spool_bytes} bytes waiting): the database "
+                                          "has been away too long")
+        elif rows and behind:
+            rows = self._dropped_rows(rows, "queue_full", f"the queue is full ({self.max_queue} "
+                                      "records): the database is slower than the agent; raise "
+                                      "max_queue or batch_size, or use PostgreSQL")
+        if not rows and not writes:
+            return None
+        self._sent += len(rows)
+        return _Taken(None if span is not None and behind else rows, writes, len(rows), span)
+
+    def _dropped_rows(self, rows: list[tuple[str, Any]], why: str, reason: str) -> list[Any]:
+        for kind_name, _ in rows:
+            self.dropped[kind_name] += 1
+        self.dropped[why] += len(rows)
+        self._warn_once(reason)
+        return []
+
+    def _keep(self, taken: _Taken) -> None:
+        """(The storer) keep a batch's rows for the next store, unless they are to be read back
+        from the spool (a backlog) or were already (a drain read past them); apply its result
+        writes."""
+        self._received += taken.count
+        span, (drained_generation, drained_to) = taken.span, self._drained
+        if span is not None and span[0] == drained_generation and span[1] < drained_to:
+            if span[2] > drained_to:  # a drain read part of them: read them again
+                self._in_backlog(span[1])
+        elif taken.rows is None:  # the storer was behind: they are only on local disk
+            self._in_backlog(self.spool.done)  # type: ignore[union-attr]
+        elif taken.rows and self._backlog is None:
+            for kind_name, row in taken.rows:
+                self._rows[kind_name].append(row)
+                self._rows_bytes += _size(kind_name, row)
+            if span is not None:
+                self._kept = (span[0], span[2])
+            if self._rows_since is None:
+                self._rows_since = time.monotonic()
+            if (sum(len(r) for r in self._rows.values()) >= self.batch_size
+                    or self._rows_bytes >= self.max_batch_bytes):
+                self._store()
+        progress: dict[str, ResultWrite] = {}
+        for record in taken.writes:
+            if record.kind == "final":
+                self._pending[record.key] = record
+                progress.pop(record.key, None)
+            elif record.kind == "open":
+                self._opens.append((time.monotonic() + self.flush_interval, record))
+            elif record.key not in self._pending:
+                progress[record.key] = record  # newest progress wins
         if progress:  # a run with progress to show has its running row written first
             self._open_rows(time.monotonic(), progress.keys())
         for record in progress.values():
             self._apply(record)
+
+    def _in_backlog(self, offset: int) -> None:
+        """Store from the spool, from ``offset`` on, rather than from the rows kept."""
+        self._backlog = offset if self._backlog is None else min(self._backlog, offset)
+        self._rows = {"traces": [], "logs": []}
+        self._rows_bytes, self._rows_since = 0, None
 
     def _open_rows(self, now: float | None = None, keys: Iterable[str] = ()) -> None:
         """Write the running rows of runs opened a flush interval ago (or of ``keys``; all of
@@ -460,7 +532,6 @@ class BackgroundWriter:
             return
         rows, self._rows = self._rows, {"traces": [], "logs": []}
         self._rows_bytes, self._rows_since = 0, None
-        upto = self.spool.end if self.spool is not None else 0
         stored = False
         for kind, batch in rows.items():
             if not batch:
@@ -475,8 +546,8 @@ class BackgroundWriter:
                 return
             self._counted(kind, done)
             stored = True
-        if self.spool is not None:
-            self.spool.stored(upto)
+        if self.spool is not None and self._kept[0] == self.spool.generation:
+            self.spool.stored(self._kept[1])
         if stored:
             self._recovered()
 
@@ -486,6 +557,7 @@ class BackgroundWriter:
         restore = self.service.event_format().from_spool
         batch: dict[str, list[tuple[Any, ...]]] = {"traces": [], "logs": []}
         offset = start = self._backlog
+        generation = self.spool.generation
         try:
             for offset, line in self.spool.lines_from(start):
                 kind = KINDS.get(line[0]) if isinstance(line, list) and line else None
@@ -500,6 +572,7 @@ class BackgroundWriter:
             self._outage(exc)
             return
         self._backlog, self._backoff = None, 0.0
+        self._drained = (generation, max(offset, start))
         self.spool.stored(max(offset, start))
         self._recovered()
 

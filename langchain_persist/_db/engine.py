@@ -93,7 +93,8 @@ class Database:
         # PostgreSQL: psycopg's async pools, one per event loop, made on first async use
         self.is_async_native = self.dialect == "postgresql"
         self._apools: AsyncPools | None = (
-            AsyncPools(_conninfo(self.url), _async_connect_kwargs(), max_size=ASYNC_POOL_SIZE)
+            AsyncPools(_conninfo(self.url), {**_connect_kwargs(self.url), "autocommit": True},
+                       max_size=ASYNC_POOL_SIZE)
             if self.is_async_native
             else None
         )
@@ -328,7 +329,7 @@ def _postgres_engine(url: str, **options: Any) -> Engine:
         pool_size=10,
         max_overflow=20,
         pool_recycle=1800,
-        connect_args={"prepare_threshold": _prepare_threshold()},
+        connect_args=_connect_kwargs(url),
         json_serializer=dumps,
         **options,
     )
@@ -362,9 +363,22 @@ def _conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _async_connect_kwargs() -> dict[str, Any]:
-    """How async connections are set up: autocommit, prepared statements as the sync pools."""
-    return {"autocommit": True, "prepare_threshold": _prepare_threshold()}
+# libpq settings of every connection, unless the URL gives its own: a database that stops
+# answering (a network that drops packets, a host gone) fails a connect after 10 s and a
+# statement whose packets go unacknowledged after 30 s (keepalives find a dead idle link in a
+# minute), rather than hanging for the kernel's 15 minutes.
+NETWORK_SETTINGS = {
+    "connect_timeout": 10, "tcp_user_timeout": 30_000,
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+}
+
+
+def _connect_kwargs(url: str) -> dict[str, Any]:
+    """How PostgreSQL connections are set up: prepared statements (see `_prepare_threshold`)
+    and `NETWORK_SETTINGS` that the URL does not set."""
+    given = make_url(url).query
+    settings = {k: v for k, v in NETWORK_SETTINGS.items() if k not in given}
+    return {**settings, "prepare_threshold": _prepare_threshold()}
 
 
 def _prepare_threshold() -> int | None:
