@@ -1,10 +1,11 @@
 """A child process for the spool tests: an agent run of N tool calls, then it waits to be killed.
 
-    python spool_child.py URL RUN_ID CALLS sync|async
+    python spool_child.py URL RUN_ID CALLS sync|async [FLUSH_INTERVAL]
 
 Nothing is stored in the database before the end of the run (a batch of 100,000 rows, an hour's
-flush interval): what the test reads back later came through the spool.  Prints "done" once the
-run has returned, then sleeps until the test kills it with SIGKILL.
+flush interval, unless FLUSH_INTERVAL says otherwise): what the test reads back later came
+through the spool.  Prints "done" once the run has returned, then sleeps until the test kills it
+with SIGKILL.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from langchain_persist import PersistCallbackHandler
 
 def main() -> None:
     url, run_id, calls, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    handler = PersistCallbackHandler("spooled", url=url, flush_interval=3600,
+    flush_interval = float(sys.argv[5]) if len(sys.argv) > 5 else 3600
+    handler = PersistCallbackHandler("spooled", url=url, flush_interval=flush_interval,
                                      batch_size=100_000)
     handler.writer.max_batch_bytes = 1 << 40
     agent = create_agent(ScriptedChatModel(plan=[["echo"]] * calls), [echo])

@@ -4,18 +4,22 @@ stored twice, and async runs do no database I/O on their event loop (issue 14)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from handler_support import ScriptedChatModel
 from langchain.agents import create_agent
@@ -24,7 +28,7 @@ from tcp_proxy import outage as tcp_outage
 from typer.testing import CliRunner
 
 from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
-from langchain_persist._callbacks.spool import Spool, files, replay
+from langchain_persist._callbacks.spool import Spool, apply_end, files, replay
 from langchain_persist._cli.commands import app as cli
 
 CHILD = [sys.executable, str(Path(__file__).parent / "spool_child.py")]
@@ -71,6 +75,46 @@ def test_sigkill_after_300_tool_calls_loses_nothing(db_url, spool_dir, how):
     assert files(spool_dir) == [] or all(f.waiting == 0 for f in files(spool_dir))
     again = CliRunner().invoke(cli, ["spool", "replay", "--url", db_url])  # idempotent
     assert again.exit_code == 0 and sum(_tool_ends(service, run).values()) == 300
+    service.close()
+
+
+@contextlib.contextmanager
+def _writes_wait(url: str) -> Iterator[None]:
+    """Another connection holds the event tables' write lock: every insert into them waits
+    (30 s on SQLite, for good on PostgreSQL), as on a database that hangs."""
+    if url.startswith("sqlite"):
+        lock = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # (readers go on: the file is in WAL mode)
+    else:
+        lock = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
+        lock.execute("LOCK TABLE agent_traces, execution_logs IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        lock.rollback()
+        lock.close()
+
+
+def test_a_database_that_hangs_holds_back_nothing_from_local_disk(db_url, spool_dir):
+    """The writer's inserts wait on a lock (a flush interval of 50 ms: it tries within the run);
+    the spooler never waits on the database, so an async run that returned has all of its
+    events on local disk, and a SIGKILL then loses none of them."""
+    service = ResultsPersistenceService(db_url)
+    service.ping()  # (the tables exist before they are locked)
+    run = str(uuid.uuid4())
+    with _writes_wait(db_url):
+        child = subprocess.Popen([*CHILD, db_url, run, "300", "async", "0.05"],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None and child.stdout.readline().strip() == "done"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    assert _tool_ends(service, run) == Counter()  # none got through the lock
+    result = CliRunner().invoke(cli, ["spool", "replay", "--url", db_url])
+    assert result.exit_code == 0, result.output
+    ends = _tool_ends(service, run)
+    assert len(ends) == 300 and set(ends.values()) == {1}
+    (row,) = service.find_results(execution_id=run)
+    assert row.status == "completed" and row.result == "answer to go"
     service.close()
 
 
@@ -241,11 +285,24 @@ def test_a_replay_stores_every_end_but_one_the_database_refuses(db_url, spool_di
         dead.append_end(key, {"create": {"id": str(uuid.uuid4()), "agent_id": agent,
                                          "execution_id": key},
                               "fields": {"status": "completed", "result": key}})
-    dead._open_ends.clear()  # (a killed process marks nothing stored)
-    dead.close()  # its lock released: a spool of no living process
+    dead.forget_after_fork()  # as if killed: the file left as it is, its lock released
     done = replay(spool_dir, service, service, db_url)
     assert (done.ends, done.refused, done.files) == (1, 1, 1)
     (stored,) = service.find_results(limit=10)
     assert stored.execution_id == "good" and stored.result == "good"
     assert "NUL character" in caplog.text and list(files(spool_dir)) == []
     service.close()
+
+
+def test_an_end_that_finds_its_running_row_updates_it(service):
+    """The writer stores a run's running row while the run ends (the caller does not wait
+    for it): the end, a whole row of the same id, completes that row; no second row."""
+    opening = {"id": str(uuid.uuid4()), "agent_id": "a", "execution_id": "e"}
+    service.save_result(**opening)  # the running row, stored first
+    end = {"create": {**opening, "metadata": {"run_name": "r"}},
+           "fields": {"status": "completed", "result": "done", "metadata": {"tool_calls": 2}}}
+    apply_end(service, end)
+    apply_end(service, end)  # (retried: nothing moves)
+    (row,) = service.find_results(execution_id="e")
+    assert (row.id, row.status, row.result) == (opening["id"], "completed", "done")
+    assert row.metadata["tool_calls"] == 2 and row.completed_at is not None

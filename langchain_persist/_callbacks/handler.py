@@ -537,8 +537,9 @@ class PersistCallbackHandler(BaseCallbackHandler):
         ex.row = row = ResultOwner()
         ex.progress_at = time.time()  # the first progress a second into the run, if it lasts
         quest_id = meta.get("quest_id")
-        ex.opening = {
-            "agent_id": ex.agent_id, "execution_id": ex.execution_id, "thread_id": ex.thread_id,
+        ex.opening = {  # (its id chosen now: the running row and the end make one row)
+            "id": uuid7(), "agent_id": ex.agent_id, "execution_id": ex.execution_id,
+            "thread_id": ex.thread_id,
             "quest_id": None if quest_id is None else str(quest_id),
             "metadata": {"run_name": name, "run_id": str(run_id)},
         }
@@ -566,8 +567,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
         """
         row = ex.row
         assert row is not None
-        with row.row_lock:  # waits for the writer if it is creating the running row right now
-            row.finished = True
+        row.finished = True  # (the writer may be creating the running row: see _end_change)
         summary = ex.summary()
         if ex.interrupted or (isinstance(outputs, Mapping) and "__interrupt__" in outputs):
             summary["interrupted"] = True
@@ -592,8 +592,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     def _end_change(self, ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
         """The end of the run as one change for `apply_end`: an update of its row, or the
-        whole row if the running row was never written; in a thread, it names the thread's
-        newest checkpoint and resumes the thread's runs that waited at an interrupt()."""
+        whole row if the running row is not known to be written (with the running row's id:
+        if the writer stores that row meanwhile, the end updates it); in a thread, it names
+        the thread's newest checkpoint and resumes the thread's runs that waited at an
+        interrupt()."""
         row = ex.row
         result_id = row.result_id if row is not None else None
         return {"result_id": result_id, "fields": fields,
@@ -603,9 +605,8 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
     @staticmethod
     def _whole_row(ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
-        """The whole row of a run whose running row was never written (with an id of its
-        own, so that a retried create makes no second row)."""
-        row = {**ex.opening, **fields, "id": uuid7()}
+        """The whole row of a run whose running row is not known to be written."""
+        row = {**ex.opening, **fields}
         row["metadata"] = {**ex.opening.get("metadata", {}), **fields.get("metadata", {})}
         return row
 

@@ -321,9 +321,10 @@ def _store(events: EventStore, kind: str, rows: list[Any]) -> int:
 
 def apply_end(results: ResultStore, change: dict[str, Any]) -> None:
     """Store an end of run: an update of its row, or the whole row (with its id, so that a
-    retry makes no second row), naming the newest checkpoint of thread ``latest_of``; then
-    the thread's runs that waited at an interrupt() are resumed by execution ``resumed_by``.
-    A row that moved on already stays as it is; every step can be retried."""
+    retry makes no second row; a running row of that id, stored first, is updated), naming the
+    newest checkpoint of thread ``latest_of``; then the thread's runs that waited at an
+    interrupt() are resumed by execution ``resumed_by``.  A row that moved on already stays as
+    it is; every step can be retried."""
     fields, create = dict(change.get("fields") or {}), change.get("create")
     thread = change.get("latest_of")
     if thread and "checkpoint_id" not in fields:
@@ -334,8 +335,12 @@ def apply_end(results: ResultStore, change: dict[str, Any]) -> None:
         # finished since (a finished row keeps its end), or deleted: nothing to store
         with contextlib.suppress(ValidationError, NotFoundError):
             results.update_result(change["result_id"], **fields)
-    elif create is not None:
-        results.save_result(**{**create, **fields})  # an id refused raises ValidationError
+    elif create is not None:  # an id refused raises ValidationError
+        row = results.save_result(**{**create, **fields})
+        if (str(row.id) == str(create.get("id")) and row.status == "running"
+                and fields.get("status", "running") != "running"):  # its running row, first
+            with contextlib.suppress(ValidationError, NotFoundError):  # (finished since)
+                results.update_result(row.id, **fields)
     if thread and change.get("resumed_by"):
         own = change.get("result_id") or (create or {}).get("id")
         results.resolve_interrupted(

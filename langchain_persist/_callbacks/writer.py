@@ -73,15 +73,15 @@ class ResultOwner:
 
     ``result_id`` is set once the row exists; ``finished`` once the caller has written (or
     tried to write) the end of the run, after which background opens and progress are moot.
-    ``row_lock`` makes "create the running row" and "finish the run" exclusive.
+    The running row and the end of the run name the same row id, so whichever is stored
+    second finds the other's row (the caller never waits for the writer).
     """
 
-    __slots__ = ("finished", "result_id", "row_lock")
+    __slots__ = ("finished", "result_id")
 
     def __init__(self) -> None:
         self.finished = False
         self.result_id: str | None = None
-        self.row_lock = threading.Lock()
 
 
 class ResultWrite(NamedTuple):
@@ -617,10 +617,9 @@ class BackgroundWriter:
         owner = record.owner
         try:
             if record.kind == "open" and owner is not None:
-                with owner.row_lock:
-                    if owner.finished or owner.result_id is not None:
-                        return True  # the caller writes the whole row at the end
-                    owner.result_id = self.results.save_result(**record.fields).id
+                if owner.finished or owner.result_id is not None:
+                    return True  # the caller writes the whole row at the end
+                owner.result_id = self.results.save_result(**record.fields).id
             elif record.kind == "progress" and owner is not None:
                 if owner.finished or owner.result_id is None:
                     return True
