@@ -115,6 +115,8 @@ def test_a_database_that_hangs_holds_back_nothing_from_local_disk(db_url, spool_
     assert len(ends) == 300 and set(ends.values()) == {1}
     (row,) = service.find_results(execution_id=run)
     assert row.status == "completed" and row.result == "answer to go"
+    found = service.search("echo", execution_id=run, types="tool_end", limit=500)
+    assert len(found) == 300  # replayed rows are searchable too
     service.close()
 
 

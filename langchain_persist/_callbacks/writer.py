@@ -323,7 +323,7 @@ class BackgroundWriter:
         shutdown.unregister(self)
         return True
 
-    # -- the writer thread ---------------------------------------------------------------------
+    # -- the writer's threads ------------------------------------------------------------------
 
     def _spool_run(self) -> None:
         """The spooler: take records as they come (letting them gather for a couple of

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Table, select
 from ..._ids import uuid7, uuid7_hex
 from ..._records import AgentTrace, ExecutionLog, Page
 from ..schema import agent_traces, execution_logs
+from . import search
 from .paging import after_cursor, count_where, delete_batch, encode_cursor
 
 RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
@@ -33,22 +34,17 @@ def insert_values(
     per-row cost, which the background writer's sustained ingest needs (tens of thousands of
     rows per second).  ``skip_existing`` leaves out rows already stored (same key): what a
     replay of the writer's spool needs, at the cost of an ``INSERT`` per row on PostgreSQL.
+    On SQLite the new rows are then added to the search index, in one statement.
     """
     if not values:
         return
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in table.c)
-    if skip_existing:
-        if conn.dialect.name == "postgresql":
-            marks = ", ".join("%s" for _ in table.c)
-            sql = (f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) "
-                   "ON CONFLICT DO NOTHING")
-        else:
-            marks = ", ".join("?" for _ in table.c)
-            sql = f"INSERT OR IGNORE INTO {quote(table.name)} ({names}) VALUES ({marks})"
-        conn.exec_driver_sql(sql, [tuple(v) for v in values])
-        return
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and skip_existing:
+        marks = ", ".join("%s" for _ in table.c)
+        conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) "
+                             "ON CONFLICT DO NOTHING", [tuple(v) for v in values])
+    elif conn.dialect.name == "postgresql":
         raw = conn.connection.dbapi_connection
         with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
             f"COPY {quote(table.name)} ({names}) FROM STDIN"
@@ -56,10 +52,13 @@ def insert_values(
             write = copy.write_row
             for row in values:
                 write(row)
-    else:
+    else:  # (one writer at a time: the new rows are those past the newest rowid before)
+        newest = conn.exec_driver_sql(f"SELECT max(rowid) FROM {quote(table.name)}").scalar()
         marks = ", ".join("?" for _ in table.c)
-        conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})",
-                             list(values))
+        verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
+        conn.exec_driver_sql(f"{verb} INTO {quote(table.name)} ({names}) VALUES ({marks})",
+                             [tuple(v) for v in values] if skip_existing else list(values))
+        search.index_sqlite_rows(conn, table.name, after=newest or 0)
 
 
 class EventFormat(NamedTuple):

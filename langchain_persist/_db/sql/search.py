@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..._errors import ValidationError
-from ..schema import SEARCH_COLUMN, agent_results, agent_traces, execution_logs
+from ..schema import SEARCH_COLUMN, SEARCHED, agent_results, agent_traces, execution_logs
 from .paging import after_cursor, decode_cursor
 
 MAX_QUERY = 1000
@@ -265,6 +265,14 @@ def _postgres_hits(conn: Connection, plan: _Plan, limit: int) -> list[Any]:
                        t.c.id.desc())
              .limit(limit - len(hits)))
     return hits + list(conn.execute(older))
+
+
+def index_sqlite_rows(conn: Connection, table_name: str, *, after: int) -> None:
+    """Add the rows of SQLite table ``table_name`` past rowid ``after`` to its FTS5 index (the
+    rows one insert statement just stored: one statement, rather than a trigger a row)."""
+    names = ", ".join(SEARCHED[table_name])
+    conn.exec_driver_sql(f"INSERT INTO {table_name}_search (rowid, {names}) SELECT rowid, "
+                         f"{names} FROM {table_name} WHERE rowid > ?", (after,))
 
 
 # SQLite plans a search by how many rows of the table match, and how densely:
