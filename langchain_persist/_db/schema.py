@@ -201,7 +201,9 @@ backfills = Table(
 #   exclusive lock, when an existing database is upgraded; the trigger lets old rows be filled
 #   in batches), a GIN index on it, and a partial index of the rows not yet filled.
 # - SQLite: an FTS5 table per event table (external content: it indexes the table's own text
-#   by rowid and stores none of it), kept in step by AFTER INSERT / UPDATE / DELETE triggers.
+#   by rowid and stores none of it), fed each insert statement's new rows by `insert_values`
+#   (migration 0004: a trigger a row cost three times as much) and kept in step by AFTER
+#   UPDATE / DELETE triggers.
 #
 # The searched text is a trace's name and content, a log's message, with ASCII punctuation
 # read as spaces on both databases, so that ``openai.RateLimitError`` holds the word
