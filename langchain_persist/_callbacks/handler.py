@@ -72,7 +72,7 @@ from .writer import (
 logger = logging.getLogger("langchain_persist")
 
 PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
-SPOOL_WAIT = 0.05  # seconds the end of a run waits, at most, for its events to be spooled
+SPOOL_WAIT = 0.2  # seconds the end of a run waits, at most, for its events to be spooled
 _RETRY_TAG = "retry:attempt:"
 
 
