@@ -6,8 +6,9 @@ creates it as ``running`` one flush interval after the start if the run still go
 caller's thread writes the end of the run before ``invoke`` returns (an update, or the whole
 row at once for a run shorter than the interval), so the row is durable when ``invoke`` returns
 at the cost of one blocking write per run (``raise_error=True`` also makes the start blocking).
-Every other event becomes a small immutable record on the `BackgroundWriter`'s queue, which a
-daemon thread turns into rows and stores in batches. The handler keeps one entry per run in
+Every other event becomes a small immutable record on the `BackgroundWriter`'s queue, whose
+threads put it on local disk within milliseconds (the spool) and store it in batches; a run's
+end waits until its events are on local disk. The handler keeps one entry per run in
 flight, keyed by run id, and forgets it when the run ends, so one handler serves any number of
 concurrent runs, sync or async. Its callbacks run inline (``run_inline``: no thread hop per
 event); in an async run the end of the run goes to the spool and the writer (``await

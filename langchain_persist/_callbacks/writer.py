@@ -507,7 +507,8 @@ class BackgroundWriter:
             self._apply(record)
 
     def _in_backlog(self, offset: int) -> None:
-        """Store from the spool, from ``offset`` on, rather than from the rows kept."""
+        """Store from the spool, from ``offset`` on, rather than from the rows kept (they are
+        in the spool past ``offset``: kept, they would be stored twice)."""
         self._backlog = offset if self._backlog is None else min(self._backlog, offset)
         self._rows = {"traces": [], "logs": []}
         self._rows_bytes, self._rows_since = 0, None
@@ -589,8 +590,7 @@ class BackgroundWriter:
 
     def _outage(self, exc: BaseException) -> None:
         """The database is away: keep what is spooled for later, and try again after a while."""
-        if self._backlog is None:
-            self._backlog = self.spool.done if self.spool is not None else 0
+        self._in_backlog(self.spool.done if self.spool is not None else 0)
         self._backoff = min(MAX_BACKOFF, max(self.flush_interval, self._backoff * 2))
         self._retry_at = time.monotonic() + self._backoff
         self._warn_once(f"the database is away, events wait in the spool ({exc})", spooled=True)
