@@ -4,7 +4,6 @@ lost, one warning says why, and the result is finished once the database is back
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import pytest
 from handler_support import ScriptedChatModel, echo
 from langchain.agents import create_agent
 from langchain_core.tools import tool
+from tcp_proxy import outage as tcp_outage
 from tcp_proxy import proxied
 
 from langchain_persist import (
@@ -23,31 +23,15 @@ from langchain_persist import (
     ResultsPersistenceService,
     StorageError,
 )
-from langchain_persist._db import engine as _engine
 from langchain_persist._results.events import TraceEvent
 
 
 @pytest.fixture
 def outage(db_url, monkeypatch, request) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
     """(stop, restart) for the test's database, without touching the shared server."""
-    if db_url.startswith("sqlite"):
-        monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", 100)  # fail fast when locked
-        lock = sqlite3.connect(db_url.split(":///", 1)[1], isolation_level=None,
-                               check_same_thread=False)
-        held = []
-
-        def stop() -> None:  # another process holds the write lock
-            lock.execute("BEGIN EXCLUSIVE")
-            held.append(True)
-
-        def restart() -> None:
-            if held:
-                lock.execute("COMMIT")
-                held.clear()
-
-        yield stop, restart
-        restart()
-        lock.close()
+    if db_url.startswith("sqlite"):  # another connection holds the write lock
+        with tcp_outage(db_url, monkeypatch) as (_, stop, restart):
+            yield stop, restart
         return
     name = db_url.rsplit("/", 1)[1]
     admin = psycopg.connect(request.getfixturevalue("pg_admin_url"), autocommit=True)
