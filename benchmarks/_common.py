@@ -152,7 +152,8 @@ class PgDatabases:
         self.prefix = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self._created: list[str] = []
 
-    def _admin(self) -> Any:
+    def admin(self) -> Any:
+        """An autocommit connection on the admin URL."""
         import psycopg
 
         return psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5)
@@ -161,18 +162,20 @@ class PgDatabases:
         """The URL of database ``name`` on the admin URL's server."""
         return f"{self.admin_url.rsplit('/', 1)[0]}/{name}"
 
-    def create(self, label: str) -> str:
-        """Create a fresh, empty database and return its URL."""
+    def create(self, label: str, template: str | None = None) -> str:
+        """Create a fresh, empty database (or a copy of the one at URL ``template``, which no
+        connection may use meanwhile) and return its URL."""
         name = f"{self.prefix}_{len(self._created)}_{label}".lower().replace("-", "_")[:63]
-        with self._admin() as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
+        with self.admin() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"{copy}')
         self._created.append(name)
         return self.url_for(name)
 
     def drop(self, url: str) -> None:
         """Drop the database at ``url`` (closing any connection still open on it)."""
         name = url.rsplit("/", 1)[1]
-        with self._admin() as admin:
+        with self.admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if name in self._created:
             self._created.remove(name)
@@ -186,7 +189,7 @@ class PgDatabases:
     def server_version(self) -> str:
         """``SELECT version()`` of the server, or the error that prevented reaching it."""
         try:
-            with self._admin() as admin:
+            with self.admin() as admin:
                 return str(admin.execute("SELECT version()").fetchone()[0])
         except Exception as exc:  # reported, not raised: the caller decides what to skip
             return f"unreachable ({exc.__class__.__name__})"

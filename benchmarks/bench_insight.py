@@ -4,6 +4,7 @@
     python benchmarks/bench_insight.py --only sqlite        # or postgresql
     python benchmarks/bench_insight.py --smoke              # tiny sizes, a few seconds
     python benchmarks/bench_insight.py --cleanup thread     # retention in the handler's process
+    python benchmarks/bench_insight.py --retention-only --retention-reps 3   # retention, 3 runs
 
 For each database (a SQLite file in a temporary directory, a throw-away PostgreSQL database on
 ``LANGCHAIN_PERSIST_BENCH_PG``):
@@ -23,13 +24,17 @@ For each database (a SQLite file in a temporary directory, a throw-away PostgreS
    applied by ``langchain-persist retention run`` in another process (``--cleanup process``,
    a cron job) or by `apply_retention` in this one (``--cleanup thread``, as the server's
    schedule does), while a `PersistCallbackHandler` runs agents in a loop: every write the
-   handler makes (the writer's batches, the result rows) is timed, before and during it.
+   handler makes (the writer's batches, the result rows) is timed, before, during and for
+   ``--after`` seconds after it (what the deletes leave the server to do, such as a
+   checkpoint, comes later).  Each of ``--retention-reps`` runs gets a fresh copy of the
+   generated database, on a settled server (see `_copy_database`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import random
@@ -83,6 +88,7 @@ ERRORS = [
 DAYS = 30
 TRACES_PER_RUN = 50  # 10 model calls, 20 tool calls (start and end)
 LOGS_PER_RUN = 10
+SLOW_MS = 50  # a handler's write this long is listed, with what it did meanwhile
 
 
 # --------------------------------------------------------------------------- the data
@@ -188,8 +194,8 @@ def generate(url: str, runs: int, *, seed: int = 16) -> dict[str, Any]:
         for event in events:
             writer.put(event)
         rows.append(row)
-        while writer.queued > 200_000:
-            time.sleep(0.05)
+        while writer.queued > 200_000 or writer.backlog > 64 << 20:  # as a live system: no
+            time.sleep(0.05)  # faster than the database stores, for long
     writer.flush()
     took = time.perf_counter() - started
     writer.close()
@@ -369,17 +375,17 @@ class TimedService(ResultsPersistenceService):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.timings: list[tuple[float, str, float]] = []  # (when, what, ms)
+        self.timings: list[tuple[float, str, float, float]] = []  # (started, what, ms, CPU ms)
         self._lock = threading.Lock()
 
     def _time(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.monotonic(), time.thread_time()
         try:
             return fn(*args, **kwargs)
         finally:
-            took = (time.perf_counter() - started) * 1000
+            took = (time.monotonic() - started) * 1000
             with self._lock:
-                self.timings.append((time.monotonic(), what, took))
+                self.timings.append((started, what, took, (time.thread_time() - cpu) * 1000))
 
     def insert_events(self, kind: str, rows: list[Any]) -> int:
         return self._time(f"insert {kind}", super().insert_events, kind, rows)
@@ -403,7 +409,37 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "over_100ms": sum(v > 100 for v in values)}
 
 
-def bench_retention(url: str, mode: str, baseline_s: float) -> dict[str, Any]:
+class CollectorPauses:
+    """The garbage collector's pauses in this process (they stop every thread), from
+    ``gc.callbacks``: a write that spans one waited for the collector, not the database."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[float, float]] = []  # (start, end), time.monotonic()
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.monotonic()
+        else:
+            self.pauses.append((self._started, time.monotonic()))
+
+    def within(self, start: float, ms: float) -> float:
+        """Milliseconds of collector pauses between ``start`` and ``ms`` after it."""
+        end = start + ms / 1000
+        return 1000 * sum(max(0.0, min(b, end) - max(a, start)) for a, b in self.pauses)
+
+
+def bench_retention(url: str, mode: str, baseline_s: float, after_s: float) -> dict[str, Any]:
+    collector = CollectorPauses()
+    gc.callbacks.append(collector)
+    try:
+        return _retention_while_writing(url, mode, baseline_s, after_s, collector)
+    finally:
+        gc.callbacks.remove(collector)
+
+
+def _retention_while_writing(url: str, mode: str, baseline_s: float, after_s: float,
+                             collector: CollectorPauses) -> dict[str, Any]:
     service = TimedService(url)
     handler = PersistCallbackHandler("live-agent", service=service, flush_interval=0.05)
     agent = create_agent(ScriptedChatModel(plan=[["echo"]] * 5), [echo])
@@ -434,22 +470,28 @@ def bench_retention(url: str, mode: str, baseline_s: float) -> dict[str, Any]:
     else:
         deleted = admin.apply_retention().totals.to_dict()
     ended = time.monotonic()
-    time.sleep(1.0)
+    time.sleep(after_s)  # what the cleanup left the server to do (a checkpoint) comes later
     stop.set()
     worker.join(60)
     handler.close()
     admin.close()
-    before = [ms for at, _, ms in service.timings if at < began]
-    during = [ms for at, _, ms in service.timings if began <= at <= ended]
-    worst = max((t for t in service.timings if began <= t[0] <= ended), key=lambda t: t[2],
+    before = [ms for at, _, ms, _ in service.timings if at < began]
+    during = [ms for at, _, ms, _ in service.timings if began <= at <= ended]
+    after = [ms for at, _, ms, _ in service.timings if at > ended]
+    worst = max((t for t in service.timings if began <= t[0]), key=lambda t: t[2],
                 default=None)
+    slow = [{"what": what, "ms": ms, "at_s": at - began, "cpu_ms": cpu,
+             "collector_ms": collector.within(at, ms)}
+            for at, what, ms, cpu in service.timings if ms > SLOW_MS]
     service.close()
     return {
         "mode": mode, "planned": planned.logs + planned.traces,
         "deleted": deleted["logs"] + deleted["traces"], "seconds": ended - began,
         "rows_per_s": (deleted["logs"] + deleted["traces"]) / (ended - began),
         "agent_runs": runs[0], "before": _summary(before), "during": _summary(during),
+        "after": _summary(after), "after_s": after_s,
         "worst": None if worst is None else {"what": worst[1], "ms": worst[2]},
+        "slow": slow, "began_monotonic": began,
     }
 
 
@@ -470,45 +512,82 @@ def report(results: dict[str, Any]) -> str:
             [[names[db], f"{i['rows']:,}", fmt_num(i["with_rows_per_s"]),
               fmt_num(i["without_rows_per_s"]), fmt_ratio(i["ratio"])]
              for db in dbs for i in [results[db]["ingest"]]])]
-    out += ["", "### Search", "",
-            "Median ms per query (50 hits a page, newest first), p95 over every call.", ""]
-    keys = list(results[dbs[0]]["search"]["queries"])
-    rows = [[k.replace(" | ", " · "), f"`{results[dbs[0]]['search']['queries'][k]['query']}`",
-             *(f"{fmt_num(results[db]['search']['queries'][k]['median_ms'])} "
-               f"({results[db]['search']['queries'][k]['hits']})" for db in dbs)] for k in keys]
-    rows.append(["**p95 of every call**", "", *(
-        f"**{fmt_num(results[db]['search']['p95_ms'])}**" for db in dbs)])
-    rows.append(["CPU ms of this thread, p95 (SQLite runs in it)", "", *(
-        fmt_num(results[db]["search"]["cpu_p95_ms"]) for db in dbs)])
-    out.append(md_table(["query", "text", *(f"{names[db]} ms (hits)" for db in dbs)], rows))
-    out += ["", "### Stats: one agent, last 7 days", ""]
-    groups = list(results[dbs[0]]["stats"])
-    out.append(md_table(["grouping", *(f"{names[db]} median ms (p95)" for db in dbs),
-                         *(f"{names[db]} CPU ms" for db in dbs if db == "sqlite")], [
-        [g, *(f"{fmt_num(results[db]['stats'][g]['median_ms'])} "
-              f"({fmt_num(results[db]['stats'][g]['p95_ms'])})" for db in dbs),
-         *(fmt_num(results[db]["stats"][g].get("cpu_median_ms")) for db in dbs
-           if db == "sqlite")]
-        for g in groups]))
-    if all("retention" in results[db] for db in dbs):
+    if all("search" in results[db] for db in dbs):
+        out += ["", "### Search", "",
+                "Median ms per query (50 hits a page, newest first), p95 over every call.", ""]
+        keys = list(results[dbs[0]]["search"]["queries"])
+        rows = [[k.replace(" | ", " · "), f"`{results[dbs[0]]['search']['queries'][k]['query']}`",
+                 *(f"{fmt_num(results[db]['search']['queries'][k]['median_ms'])} "
+                   f"({results[db]['search']['queries'][k]['hits']})" for db in dbs)] for k in keys]
+        rows.append(["**p95 of every call**", "", *(
+            f"**{fmt_num(results[db]['search']['p95_ms'])}**" for db in dbs)])
+        rows.append(["CPU ms of this thread, p95 (SQLite runs in it)", "", *(
+            fmt_num(results[db]["search"]["cpu_p95_ms"]) for db in dbs)])
+        out.append(md_table(["query", "text", *(f"{names[db]} ms (hits)" for db in dbs)], rows))
+        out += ["", "### Stats: one agent, last 7 days", ""]
+        groups = list(results[dbs[0]]["stats"])
+        out.append(md_table(["grouping", *(f"{names[db]} median ms (p95)" for db in dbs),
+                             *(f"{names[db]} CPU ms" for db in dbs if db == "sqlite")], [
+            [g, *(f"{fmt_num(results[db]['stats'][g]['median_ms'])} "
+                  f"({fmt_num(results[db]['stats'][g]['p95_ms'])})" for db in dbs),
+             *(fmt_num(results[db]["stats"][g].get("cpu_median_ms")) for db in dbs
+               if db == "sqlite")]
+            for g in groups]))
+    runs = [(db, i + 1, r) for db in dbs for i, r in enumerate(results[db].get("retention", []))]
+    if runs:
         out += ["", "### Retention while the handler writes", ""]
         rows = []
-        for db in dbs:
-            r = results[db]["retention"]
-            for phase in ("before", "during"):
+        for db, rep, r in runs:
+            for phase in ("before", "during", "after"):
                 s = r[phase]
-                rows.append([names[db], r["mode"], phase, f"{s.get('writes', 0):,}",
+                label = f"{r['after_s']:.0f} s after" if phase == "after" else phase
+                rows.append([names[db], rep, r["mode"], label, f"{s.get('writes', 0):,}",
                              fmt_num(s.get("median_ms")), fmt_num(s.get("p99_ms")),
                              fmt_num(s.get("max_ms")), s.get("over_100ms", 0)])
-        out.append(md_table(["database", "cleanup in", "handler writes", "writes", "median ms",
-                             "p99 ms", "max ms", "> 100 ms"], rows))
+        out.append(md_table(["database", "run", "cleanup in", "handler writes", "writes",
+                             "median ms", "p99 ms", "max ms", "> 100 ms"], rows))
         out.append("")
-        out.append(md_table(["database", "rows deleted", "seconds", "rows/s", "agent runs "
-                             "meanwhile", "slowest write"], [
-            [names[db], f"{r['deleted']:,}", f"{r['seconds']:.0f}", fmt_num(r["rows_per_s"]),
-             f"{r['agent_runs']:,}", f"{r['worst']['what']}: {fmt_num(r['worst']['ms'])} ms"
-             if r["worst"] else ""] for db in dbs for r in [results[db]["retention"]]]))
+        out.append(md_table(["database", "run", "rows deleted", "seconds", "rows/s",
+                             "agent runs meanwhile", "slowest write", "writes over 100 ms "
+                             "(s into the cleanup; the collector's ms within)"], [
+            [names[db], rep, f"{r['deleted']:,}", f"{r['seconds']:.0f}",
+             fmt_num(r["rows_per_s"]), f"{r['agent_runs']:,}",
+             f"{r['worst']['what']}: {fmt_num(r['worst']['ms'])} ms" if r["worst"] else "",
+             "; ".join(f"{w['what']} {fmt_num(w['ms'])} ms at {w['at_s']:.1f} s "
+                       f"({fmt_num(w['collector_ms'])})" for w in r["slow"] if w["ms"] > 100)
+             or "none"]
+            for db, rep, r in runs]))
     return "\n".join(out)
+
+
+def _copy_database(url: str, pg: PgDatabases, tmp: str, rep: int) -> str:
+    """A fresh copy of the generated database, for one retention run, on a settled server.
+
+    The rows to delete are a month old in the scenario, but were written a minute ago here,
+    and the copy writes the whole database again (PostgreSQL: a gigabyte of WAL): a
+    checkpoint that flushes that to disk, begun before the cleanup, would fall into it, and
+    every commit would wait for the checkpointer's ``fsync`` (measured: a 140 ms stall of
+    the handler's commits, ``WALSync`` waits, while the checkpointer was in
+    ``DataFileSync``).  So the server checkpoints first, as it long has in the scenario."""
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        path = f"{tmp}/retention-{rep}.db"
+        with sqlite3.connect(url.split("///", 1)[1]) as src, sqlite3.connect(path) as dst:
+            src.backup(dst)
+        return f"sqlite:///{path}"
+    copy = pg.create(f"retention_{rep}", template=url)
+    with pg.admin() as admin:
+        admin.execute("CHECKPOINT")
+    return copy
+
+
+def _drop_copy(url: str, pg: PgDatabases) -> None:
+    if url.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.split("///", 1)[1] + suffix).unlink(missing_ok=True)
+    else:
+        pg.drop(url)
 
 
 def main() -> None:
@@ -521,8 +600,15 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument("--no-ingest", action="store_true", help="skip the ingest comparison")
+    parser.add_argument("--retention-only", action="store_true",
+                        help="generate, then only the retention part")
+    parser.add_argument("--retention-reps", type=int, default=1,
+                        help="retention runs, each on a fresh copy of the generated database")
+    parser.add_argument("--after", type=float, default=60.0,
+                        help="seconds the handler goes on writing after the cleanup, timed")
     args = parser.parse_args()
     runs, reps, baseline = (200, 2, 1.0) if args.smoke else (args.runs, args.reps, 10.0)
+    after = 1.0 if args.smoke else args.after
     results: dict[str, Any] = {"machine": machine_info(), "runs": runs}
     pg = PgDatabases(PG_ADMIN, "lpinsight")
     tmp = tempfile.mkdtemp(prefix="lp-insight-")
@@ -530,7 +616,7 @@ def main() -> None:
         for db in ("sqlite", "postgresql"):
             if args.only and args.only != db:
                 continue
-            if not args.no_ingest:
+            if not (args.no_ingest or args.retention_only):
                 results[db] = {"ingest": bench_ingest(db, pg, tmp, 5_000 if args.smoke
                                                       else 100_000, 1 if args.smoke else 3)}
                 print(f"{db}: ingest {results[db]['ingest']}", flush=True)
@@ -543,14 +629,22 @@ def main() -> None:
 
                 with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
                     conn.execute("VACUUM ANALYZE")
-            results[db]["search"] = bench_search(url, reps)
-            print(f"{db}: search p95 {results[db]['search']['p95_ms']:.1f} ms", flush=True)
-            results[db]["stats"] = bench_stats(url, reps)
-            print(f"{db}: stats {json.dumps(results[db]['stats'])}", flush=True)
-            if args.cleanup != "none":
-                results[db]["retention"] = bench_retention(url, args.cleanup, baseline)
-                print(f"{db}: retention {json.dumps(results[db]['retention'])}", flush=True)
+            if not args.retention_only:
+                results[db]["search"] = bench_search(url, reps)
+                print(f"{db}: search p95 {results[db]['search']['p95_ms']:.1f} ms", flush=True)
+                results[db]["stats"] = bench_stats(url, reps)
+                print(f"{db}: stats {json.dumps(results[db]['stats'])}", flush=True)
             dispose_database(url)
+            if args.cleanup != "none":
+                results[db]["retention"] = []
+                for rep in range(args.retention_reps):
+                    copy = _copy_database(url, pg, tmp, rep)
+                    results[db]["retention"].append(
+                        bench_retention(copy, args.cleanup, baseline, after))
+                    print(f"{db}: retention {json.dumps(results[db]['retention'][-1])}",
+                          flush=True)
+                    dispose_database(copy)
+                    _drop_copy(copy, pg)
         text = report(results)
         print(text)
         if args.json:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -11,7 +13,7 @@ import weakref
 import psycopg
 import pytest
 
-from langchain_persist import ConfigurationError, ResultsPersistenceService
+from langchain_persist import ConfigurationError, ResultsPersistenceService, StorageError
 from langchain_persist._db import engine
 from langchain_persist._db.engine import Database, resolve_url
 
@@ -52,6 +54,40 @@ def test_sqlite_is_in_wal_mode_with_a_busy_timeout(sqlite_url: str) -> None:
     with db.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+
+
+def test_a_sqlite_writer_gets_the_lock_another_process_frees(sqlite_url: str) -> None:
+    """A write behind another process's write lock waits for it (trying every millisecond,
+    `engine.begin_immediate`) and is stored once the lock is free; the connection keeps its
+    busy timeout for reads; a lock held past the timeout is a `StorageError` naming the fix."""
+    service = ResultsPersistenceService(sqlite_url)
+    service.ping()
+    path = sqlite_url.split(":///", 1)[1]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({path!r}, isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); print('held', flush=True)\n"
+         "sys.stdin.readline(); c.execute('COMMIT')"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline() == "held\n"
+    threading.Timer(0.3, holder.stdin.close).start()  # the other process commits
+    stored = service.save_result(agent_id="a", execution_id="behind-a-lock")
+    assert holder.wait(10) == 0
+    assert service.get_result(stored.id).execution_id == "behind-a-lock"
+    with service.db.write() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == engine.SQLITE_BUSY_TIMEOUT_MS
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 200)
+            with pytest.raises(StorageError, match=r"database is locked.*is the server running"):
+                service.save_result(agent_id="a", execution_id="never")
+    finally:
+        lock.execute("COMMIT")
+    assert [r.execution_id for r in service.get_agent_results("a")] == ["behind-a-lock"]
+    service.close()
 
 
 def test_pool_survives_dropped_connections(pg_url: str, pg_admin_url: str) -> None:

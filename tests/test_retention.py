@@ -180,6 +180,6 @@ def test_many_rows_go_in_many_short_batches(service: ResultsPersistenceService) 
     if service.db.dialect == "sqlite":  # FTS5 merges as rows are written again
         with service.db.read() as conn:
             config = dict(conn.exec_driver_sql("SELECT k, v FROM agent_traces_search_config").all())
-        assert config.get("automerge") == 4
+        assert (config.get("automerge"), config.get("crisismerge")) == (4, 16)
     service.save_log(agent_id="a", execution_id="e1", message="the database still writes")
     assert service.search("database writes")[0].kind == "log"

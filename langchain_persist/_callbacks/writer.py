@@ -453,7 +453,8 @@ class BackgroundWriter:
             if span is None:
                 rows = self._dropped_rows(rows, "spool_full", f"the spool is full ("
                                           f"{self.spool_bytes} bytes waiting): the database "
-                                          "has been away too long")
+                                          "has been away, or slower than the agent, too long;"
+                                          " raise spool_bytes")
         elif rows and behind:
             rows = self._dropped_rows(rows, "queue_full", f"the queue is full ({self.max_queue} "
                                       "records): the database is slower than the agent; raise "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import os
 import select
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -34,6 +35,7 @@ from .apool import AsyncPools
 DEFAULT_SQLITE_FILE = "langchain_persist.db"
 URL_VARIABLES = ("LANGCHAIN_PERSIST_DATABASE_URL", "DATABASE_URL")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_LOCK_POLL_S = 0.001  # how often a writer tries for SQLite's write lock
 PING_AFTER_IDLE_S = 1.0
 T = TypeVar("T")
 
@@ -164,7 +166,6 @@ class Database:
         """
         sqlite = self.dialect == "sqlite"
         in_transaction = (write and sqlite) or (atomic and not sqlite)
-        begin = "BEGIN IMMEDIATE" if sqlite else "BEGIN"
         with self._sqlite_writer if write else nullcontext():
             try:
                 conn = self.fast.raw_connection()
@@ -173,7 +174,7 @@ class Database:
             try:
                 cur = conn.cursor(binary=True) if not sqlite else conn.cursor()
                 if in_transaction:
-                    cur.execute(begin)
+                    _begin(cur, sqlite)
                 try:
                     yield cur
                 except BaseException:
@@ -216,7 +217,7 @@ class Database:
     def commit_and_begin(self, cursor: Any) -> None:
         """Commit the transaction of a `cursor` and begin the next one."""
         cursor.execute("COMMIT")
-        cursor.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        _begin(cursor, self.dialect == "sqlite")
 
     async def acommit_and_begin(self, cursor: Any) -> None:
         """`commit_and_begin` for an `acursor`."""
@@ -264,6 +265,38 @@ class Database:
         self._new_locks()
 
 
+def begin_immediate(execute: Callable[[str], Any]) -> None:
+    """``BEGIN IMMEDIATE`` through ``execute`` (a SQLite cursor's or connection's), trying
+    for the write lock every ``SQLITE_LOCK_POLL_S`` for up to ``SQLITE_BUSY_TIMEOUT_MS``.
+
+    SQLite's own busy handler sleeps longer and longer between tries (25 ms, then 50, then
+    100), so a writer behind another process's string of short transactions (a retention
+    run's) missed the moments the lock was free and waited 60 to 100 ms; polling takes the
+    lock within a millisecond of its release."""
+    execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                execute("BEGIN IMMEDIATE")
+                return
+            except (sqlite3.OperationalError, SQLAlchemyError) as exc:
+                driver = getattr(exc, "orig", exc)  # SQLAlchemy's error wraps the driver's
+                busy = getattr(driver, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(SQLITE_LOCK_POLL_S)
+    finally:
+        execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _begin(cursor: Any, sqlite: bool) -> None:
+    if sqlite:
+        begin_immediate(cursor.execute)
+    else:
+        cursor.execute("BEGIN")
+
+
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
     path = None
@@ -296,8 +329,10 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if conn.get_execution_options().get("sqlite_immediate"):
+            begin_immediate(conn.exec_driver_sql)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     # A pooled connection to a file that was deleted (or replaced) since it was opened would go
     # on reading and writing the old, unlinked file: such a connection is replaced on checkout.

@@ -753,25 +753,25 @@ class ResultsPersistenceService(Leased):
 
     @contextmanager
     def _merging_later(self, table: Any) -> Iterator[Callable[[Any], Any] | None]:
-        """On SQLite, while many rows of a searched table go: FTS5's automerge off, a small
-        merge step between batches (yielded, for `_in_batches`), the rest of the merging done
-        at the end in small steps, each a short transaction, and automerge on again (see
-        `retention_sql.set_automerge`).  Without the steps between batches, the segments that
-        each batch leaves pile up until FTS5 merges them at once ("crisis merge"), which may
-        be in a writer's insert: one took 340 ms, with the lock held."""
+        """On SQLite, while many rows of a searched table go: FTS5's own merging off (see
+        `retention_sql.CLEANUP_MERGING`), a small merge step between batches (yielded, for
+        `_in_batches`) so that segments do not pile up, the rest of the merging done at the
+        end in small steps, each a short transaction, and FTS5's merging on again.  Left to
+        FTS5, a merge falls into whichever write, a batch or a writer's insert, finds too many
+        segments, and holds the lock for it: 100 to 340 ms."""
         fts = retention_sql.fts_table(table) if self.dialect == "sqlite" else None
         if fts is None:
             yield None
             return
         with self._blocking("apply retention"), self.db.write() as conn:
-            retention_sql.set_automerge(conn, fts, 0)
+            retention_sql.set_merging(conn, fts, retention_sql.CLEANUP_MERGING)
         try:
             yield lambda conn: retention_sql.merge_step(conn, fts)
             self._in_batches(
                 lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
         finally:  # on again once the merging is done (or a batch failed)
             with self._blocking("apply retention"), self.db.write() as conn:
-                retention_sql.set_automerge(conn, fts, retention_sql.FTS5_AUTOMERGE)
+                retention_sql.set_merging(conn, fts, retention_sql.FTS5_MERGING)
 
     def _in_batches(
         self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None,

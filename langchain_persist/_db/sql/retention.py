@@ -210,12 +210,15 @@ def delete_orphans(conn: Connection, thread_ids: Sequence[str], size: int) -> in
 #
 # FTS5 merges the segments of its index as rows are written (``automerge``), and a delete is a
 # write: during a large cleanup some batches would do a merge besides, holding the write lock
-# ten times longer than the others.  So a cleanup turns automerge off for the table it empties
-# (writers meanwhile add small segments, which FTS5 still merges when they pile up), does the
-# merging itself at the end, in small steps, then turns it back on.
+# ten times longer than the others.  And once a level of the index holds ``crisismerge``
+# segments (16), the next write merges them all at once, whatever automerge says: with a new
+# segment per batch, one batch in a few hundred held the lock 100 to 170 ms.  So a cleanup
+# turns both off for the table it empties, merges a few pages between its batches and the
+# rest at the end, in small steps, then turns them back on.
 
-FTS5_AUTOMERGE = 4  # FTS5's default
-MERGE_PAGES = 32  # pages of merge work per step
+FTS5_MERGING = {"automerge": 4, "crisismerge": 16}  # FTS5's defaults
+CLEANUP_MERGING = {"automerge": 0, "crisismerge": 1000}  # while a cleanup empties a table
+MERGE_PAGES = 8  # pages of merge work per step: a few milliseconds
 
 
 def fts_table(table: Table) -> str | None:
@@ -223,10 +226,11 @@ def fts_table(table: Table) -> str | None:
     return f"{table.name}_search" if table.name in SEARCHED else None
 
 
-def set_automerge(conn: Connection, fts: str, value: int) -> None:
-    """Set FTS5's ``automerge`` of an index (0: off)."""
-    conn.execute(text(f"INSERT INTO {fts} ({fts}, rank) VALUES ('automerge', :value)"),
-                 {"value": value})
+def set_merging(conn: Connection, fts: str, settings: dict[str, int]) -> None:
+    """Set FTS5's merge options (``automerge``, ``crisismerge``) of an index."""
+    for option, value in settings.items():
+        conn.execute(text(f"INSERT INTO {fts} ({fts}, rank) VALUES (:option, :value)"),
+                     {"option": option, "value": value})
 
 
 def merge_step(conn: Connection, fts: str, pages: int = MERGE_PAGES) -> bool:
