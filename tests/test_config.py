@@ -64,7 +64,7 @@ def test_a_sqlite_writer_gets_the_lock_another_process_frees(sqlite_url: str) ->
     service.ping()
     path = sqlite_url.split(":///", 1)[1]
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
+        [sys.executable, "-c", "import sqlite3, sys\n"
          f"c = sqlite3.connect({path!r}, isolation_level=None)\n"
          "c.execute('BEGIN IMMEDIATE'); print('held', flush=True)\n"
          "sys.stdin.readline(); c.execute('COMMIT')"],
