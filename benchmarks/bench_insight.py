@@ -499,7 +499,7 @@ def _retention_while_writing(url: str, mode: str, baseline_s: float, after_s: fl
         "agent_runs": runs[0], "before": _summary(before), "during": _summary(during),
         "after": _summary(after), "after_s": after_s,
         "worst": None if worst is None else {"what": worst[1], "ms": worst[2]},
-        "slow": slow, "began_monotonic": began,
+        "slow": slow,
     }
 
 
