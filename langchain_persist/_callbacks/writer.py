@@ -1,4 +1,4 @@
-"""The background writer: a bounded queue that a daemon thread drains into batched inserts.
+"""The background writer: two daemon threads drain a bounded queue to disk and the database.
 
 The caller's thread only puts a small immutable record on a queue (`BackgroundWriter.put`,
 about a microsecond).  A daemon thread (the spooler) turns records into rows, directly in the
