@@ -124,6 +124,17 @@ def test_insight_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
         assert retention["deleted"] == retention["planned"] > 0
 
 
+def test_retention_holds_smoke(tmp_path: Path, pg_admin_url: str) -> None:
+    """``retention_holds.py --smoke`` exits 0, and both merge settings delete every row."""
+    out = tmp_path / "holds.json"
+    result = _smoke("retention_holds.py", out, pg_admin_url)
+    assert "longest hold, this code / stop 21" in result.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 2
+    for variant in runs.values():
+        assert [run["deleted"] for run in variant] == [200 * 60] * 2
+
+
 def test_storage_bench_smoke(tmp_path: Path, pg_admin_url: str) -> None:
     """``bench_storage.py --smoke`` exits 0 and measures every variant."""
     out = tmp_path / "storage.json"
