@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 import time
 import uuid
 import warnings
@@ -535,6 +536,37 @@ def test_an_async_resume_ends_the_interrupted_run_without_a_write_on_the_loop(se
     paused, _, _ = _stored(service, handler, first)
     assert done.status == "completed" and done.result == '{"text":"sky is blue"}'
     assert paused.status == "completed" and paused.metadata["resumed_by"] == str(second)
+
+
+@pytest.mark.parametrize("settings", [{"spool": False}, {"raise_error": True}],
+                         ids=["no spool", "raise_error"])
+def test_an_async_run_waits_for_its_writes_without_blocking_the_loop(sqlite_url, settings):
+    """With no spool, or with raise_error=True, an async run's start or end writes to the
+    database and waits for it: in a worker thread, so the loop goes on meanwhile (here, to
+    free the write lock that the write waits for)."""
+    service = ResultsPersistenceService(sqlite_url)
+    handler = PersistCallbackHandler("a", service=service, **settings)
+    assert service.find_results() == []  # (the schema is made before the lock is taken)
+    run = uuid.uuid4()
+
+    async def locked_while_running() -> bool:
+        locker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another process's write lock, held
+        task = asyncio.create_task(_agent([["echo"]]).ainvoke(
+            {"messages": [("user", "hi")]}, {"callbacks": [handler], "run_id": run}))
+        await asyncio.sleep(0.3)  # the run reaches its write, which waits for the lock
+        waiting = not task.done()
+        locker.execute("ROLLBACK")  # only if the loop is free: else not before the write failed
+        locker.close()
+        await task
+        return waiting
+
+    assert asyncio.run(locked_while_running())
+    result, traces, _ = _stored(service, handler, run)
+    assert result.status == "completed" and result.result == "answer to hi"
+    assert [t.type for t in traces if t.type.startswith("tool")] == ["tool_start", "tool_end"]
+    handler.close()
+    service.close()
 
 
 def test_an_interrupted_run_fails_when_its_resume_fails(service, handler):

@@ -11,10 +11,10 @@ threads put it on local disk within milliseconds (the spool) and store it in bat
 end waits until its events are on local disk. The handler keeps one entry per run in
 flight, keyed by run id, and forgets it when the run ends, so one handler serves any number of
 concurrent runs, sync or async. Its callbacks run inline (``run_inline``: no thread hop per
-event); in an async run the end of the run goes to the spool and the writer (``await
-handler.aflush()`` waits for it), so no database call happens on the event loop, unless the
-spool is off (``spool=False``: then it is written on the loop, ~0.5 ms on SQLite, ~1 ms on
-PostgreSQL).
+event). In an async run nothing waits on the event loop: the end of the run goes to the spool
+and the writer (``await handler.aflush()`` waits for it), from a worker thread, and the wait
+for the run's events is awaited; with ``spool=False`` or ``raise_error=True`` the end (and
+with ``raise_error``, the start) is written to the database from a worker thread, awaited.
 
 What is recorded:
 
@@ -44,7 +44,8 @@ import os
 import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import MethodType
 from typing import Any
 from uuid import UUID
 
@@ -66,6 +67,7 @@ from .writer import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_QUEUE,
     BackgroundWriter,
+    Marker,
     ResultOwner,
     ResultWrite,
 )
@@ -75,6 +77,27 @@ logger = logging.getLogger("langchain_persist")
 PROGRESS_EVERY = 1.0  # seconds between two background updates of a running result
 SPOOL_WAIT = 0.2  # seconds the end of a run waits, at most, for its events to be spooled
 _RETRY_TAG = "retry:attempt:"
+
+
+class _AwaitedOnLoop:
+    """A callback with an async twin that LangChain awaits when the callback is called on an
+    event loop (it awaits any coroutine function; ``only_if``: and the handler's flag of that
+    name is set), and the plain method everywhere else: an async run's start and end wait for
+    their writes without blocking the loop, and a sync run pays no coroutine."""
+
+    def __init__(
+        self, method: Callable[..., Any], twin: Callable[..., Any], only_if: str | None = None
+    ) -> None:
+        self.method, self.twin, self.only_if = method, twin, only_if  # only_if: a flag's name
+        self.__doc__ = method.__doc__
+
+    def __get__(self, handler: Any, owner: type | None = None) -> Any:
+        if handler is None:
+            return self.method
+        awaited = asyncio._get_running_loop() is not None and (
+            self.only_if is None or getattr(handler, self.only_if)
+        )
+        return MethodType(self.twin if awaited else self.method, handler)
 
 
 class PersistCallbackHandler(BaseCallbackHandler):
@@ -230,16 +253,34 @@ class PersistCallbackHandler(BaseCallbackHandler):
         except Exception as exc:
             self._fault("on_chain_start", exc)
 
+    async def _aon_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # (raise_error) a root's running row is written before it starts: in a worker thread
+        if parent_run_id is None or parent_run_id not in self._runs:
+            await asyncio.to_thread(
+                self._start, serialized, inputs, run_id=run_id, parent_run_id=parent_run_id,
+                **kwargs,
+            )  # fmt: skip
+        else:
+            self._start(serialized, inputs, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
+
+    _start = on_chain_start
+    on_chain_start = _AwaitedOnLoop(  # type: ignore[assignment]
+        on_chain_start, _aon_chain_start, only_if="raise_error"
+    )
+
     def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Finish the execution when its root ends."""
-        try:
-            entry = self._runs.pop(run_id, None)
-            if entry is not None and entry[0].root_run_id == run_id:
-                self._finish(entry[0], outputs=outputs)
-        except Exception as exc:
-            self._fault("on_chain_end", exc)
+        _wait(self._chain_end(outputs, run_id, _on_event_loop()))
 
     def on_chain_error(
         self,
@@ -250,18 +291,61 @@ class PersistCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """Fail the execution at its root; trace an error once, where it was raised."""
+        _wait(self._chain_error(error, run_id, parent_run_id, _on_event_loop()))
+
+    async def _aon_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        await self._aend(self._chain_end, run_id, outputs, run_id)
+
+    async def _aon_chain_error(
+        self,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        await self._aend(self._chain_error, run_id, error, run_id, parent_run_id)
+
+    on_chain_end = _AwaitedOnLoop(on_chain_end, _aon_chain_end)  # type: ignore[assignment]
+    on_chain_error = _AwaitedOnLoop(on_chain_error, _aon_chain_error)  # type: ignore[assignment]
+
+    async def _aend(self, end: Callable[..., Marker | None], run_id: UUID, *args: Any) -> None:
+        """``end(*args, in_async=True)`` (`_chain_end`, `_chain_error`) on an event loop, which
+        it never blocks: a root run's end, which writes (to the spool, or to the database),
+        runs in a worker thread, and the wait for its events to be spooled is awaited."""
+        entry = self._runs.get(run_id)
+        if entry is None or entry[0].root_run_id != run_id:
+            end(*args, True)  # a nested run: nothing to write, nothing to wait for
+            return
+        spooled = await asyncio.to_thread(end, *args, True)
+        if spooled is not None:
+            await spooled.wait_async(SPOOL_WAIT)
+
+    def _chain_end(self, outputs: Any, run_id: UUID, in_async: bool) -> Marker | None:
+        try:
+            entry = self._runs.pop(run_id, None)
+            if entry is not None and entry[0].root_run_id == run_id:
+                return self._finish(entry[0], in_async, outputs=outputs)
+        except Exception as exc:
+            self._fault("on_chain_end", exc)
+        return None
+
+    def _chain_error(
+        self, error: BaseException, run_id: UUID, parent_run_id: UUID | None, in_async: bool
+    ) -> Marker | None:
         try:
             entry = self._runs.pop(run_id, None)
             if entry is None:
-                return
+                return None
             ex, _, name, metadata = entry[:4]
             if ex.root_run_id == run_id:
-                self._finish(ex, error=error)
-                return
+                return self._finish(ex, in_async, error=error)
             if isinstance(error, GraphBubbleUp):  # interrupts and commands, not failures
                 if isinstance(error, GraphInterrupt):
                     ex.interrupted = True
-                return
+                return None
             if metadata and name == metadata.get("langgraph_node"):
                 task = metadata.get("langgraph_checkpoint_ns")
                 if task:
@@ -274,6 +358,7 @@ class PersistCallbackHandler(BaseCallbackHandler):
                 ))
         except Exception as exc:
             self._fault("on_chain_error", exc)
+        return None
 
     # -- tools ---------------------------------------------------------------------------------
 
@@ -556,15 +641,20 @@ class PersistCallbackHandler(BaseCallbackHandler):
         return ex
 
     def _finish(
-        self, ex: ExecutionState, *, outputs: Any = None, error: BaseException | None = None
-    ) -> None:
+        self,
+        ex: ExecutionState,
+        in_async: bool,
+        *,
+        outputs: Any = None,
+        error: BaseException | None = None,
+    ) -> Marker | None:
         """Complete or fail the execution's result, then log it.
 
-        In a sync run: one blocking write.  On an event loop: no database I/O; the end goes
-        to the spool (local disk) and the writer stores it within a flush interval (``await
-        handler.aflush()`` waits for it).  Either way the run then waits (at most
-        ``SPOOL_WAIT``) for the writer to put the run's events on local disk: what a run that
-        returned recorded survives a SIGKILL.
+        In a sync run: one blocking write.  In an async run: no database I/O; the end goes to
+        the spool (local disk) and the writer stores it within a flush interval (``await
+        handler.aflush()`` waits for it).  Returns what the run then waits for (at most
+        ``SPOOL_WAIT``; None with no spool): the writer putting the run's events on local
+        disk, so that what a run that returned recorded survives a SIGKILL.
         """
         row = ex.row
         assert row is not None
@@ -580,16 +670,14 @@ class PersistCallbackHandler(BaseCallbackHandler):
             fields.update(status="failed", error=error_text(error), result=ex.partial)
         change = self._end_change(ex, fields)
         try:
-            if self.raise_error or not _on_event_loop() or not self._spool_end(ex, change):
+            if self.raise_error or not in_async or not self._spool_end(ex, change):
                 try:
                     apply_end(self.results, change)
                 except PersistenceError as exc:
                     self._result_failed("finish", ex, exc, change)
         finally:
             self._finish_log(ex, error, summary)
-            spooled = self.writer.spooled() if self._spools else None
-            if spooled is not None:
-                spooled.wait(SPOOL_WAIT)  # the run's events on local disk before it returns
+        return self.writer.spooled() if self._spools else None
 
     def _end_change(self, ex: ExecutionState, fields: dict[str, Any]) -> dict[str, Any]:
         """The end of the run as one change for `apply_end`: an update of its row, or the
@@ -729,8 +817,10 @@ class PersistCallbackHandler(BaseCallbackHandler):
 
 def _on_event_loop() -> bool:
     """Whether this thread runs an event loop (a callback of an async run)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return asyncio._get_running_loop() is not None
+
+
+def _wait(spooled: Marker | None) -> None:
+    """Wait (at most ``SPOOL_WAIT``) until a run's events are on local disk."""
+    if spooled is not None:
+        spooled.wait(SPOOL_WAIT)

@@ -28,6 +28,8 @@ so it is neither stored twice nor counted as lost.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -61,7 +63,7 @@ _CODE = {TraceEvent: b"t", LogEvent: b"l"}
 _KIND = {TraceEvent: "traces", LogEvent: "logs"}
 # Rows serialized between two voluntary releases of the GIL, so that the agent's threads never
 # wait a whole switch interval (5 ms) behind a big batch.
-_YIELD_EVERY = 128
+_YIELD_EVERY = 32
 _MAX_PENDING_RESULTS = 10_000
 # where the writer finds a row's text, to keep batches under max_batch_bytes
 _TRACE_CONTENT = list(agent_traces.c.keys()).index("content")
@@ -117,16 +119,50 @@ class _Taken(NamedTuple):
     span: tuple[int, int, int] | None
 
 
-class _Marker:
+class Marker:
     """A flush (or stop) request travelling through the queue behind what came before it; a
-    ``spooled`` one is done as soon as what came before is on local disk."""
+    ``spooled`` one is done as soon as what came before is on local disk.  A thread waits for
+    it (`wait`); an event loop awaits it (`wait_async`) without blocking."""
 
-    __slots__ = ("done", "spooled", "stop")
+    __slots__ = ("_waiter", "done", "spooled", "stop")
 
     def __init__(self, *, stop: bool = False, spooled: bool = False) -> None:
         self.done = threading.Event()
         self.stop = stop
         self.spooled = spooled
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    def set(self) -> None:
+        """(The writer's threads) the request is done: wake whoever waits."""
+        self.done.set()
+        waiter = self._waiter
+        if waiter is not None:
+            loop, future = waiter
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until done; False if ``timeout`` seconds passed first."""
+        return self.done.wait(timeout)
+
+    async def wait_async(self, timeout: float | None) -> bool:
+        """`wait` on an event loop: the loop goes on meanwhile."""
+        if self.done.is_set():
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._waiter = (future.get_loop(), future)
+        if self.done.is_set():  # set before the waiter was seen
+            return True
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class BackgroundWriter:
@@ -267,15 +303,15 @@ class BackgroundWriter:
         self.spool.append_end(key, jsonable(dict(change)))
         return True
 
-    def spooled(self) -> threading.Event | None:
-        """An event set once every record queued before this call is on local disk (None with
-        no spool): a caller that wants its events to survive a SIGKILL waits on it."""
+    def spooled(self) -> Marker | None:
+        """A marker done once every record queued before this call is on local disk (None with
+        no spool): a caller that wants its events to survive a SIGKILL waits for it."""
         if self.spool is None or self._thread is None or self._closed:
             return None
-        marker = _Marker(spooled=True)
+        marker = Marker(spooled=True)
         self._queue.put(marker)
         self._wake.set()
-        return marker.done
+        return marker
 
     def _restart(self) -> None:
         with shutdown.lock():
@@ -295,10 +331,10 @@ class BackgroundWriter:
             return self._join(timeout)
         if not self._thread.is_alive():
             return self._queue.qsize() == 0
-        marker = _Marker()
+        marker = Marker()
         self._queue.put(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        return marker.wait(timeout)
 
     def close(self, timeout: float | None = SHUTDOWN_TIMEOUT) -> bool:
         """Store what is queued, then stop the thread; later records are dropped (counted).
@@ -310,7 +346,7 @@ class BackgroundWriter:
         with self._close_lock:
             if not self._closed:
                 self._closed = True
-                self._queue.put(_Marker(stop=True))
+                self._queue.put(Marker(stop=True))
                 self._wake.set()
         return self._join(timeout)
 
@@ -332,7 +368,7 @@ class BackgroundWriter:
         while True:
             first = source.get()
             batch: list[Any] = []
-            marker = first if type(first) is _Marker else None
+            marker = first if type(first) is Marker else None
             if marker is None:
                 batch.append(first)
                 if source.qsize() < self.batch_size - 1:
@@ -343,7 +379,7 @@ class BackgroundWriter:
                         item = source.get_nowait()
                     except queue.Empty:
                         break
-                    if type(item) is _Marker:
+                    if type(item) is Marker:
                         marker = item
                         break
                     batch.append(item)
@@ -354,7 +390,7 @@ class BackgroundWriter:
             except Exception:  # the spooler must survive anything
                 logger.exception("langchain-persist writer failed on a batch of %d", len(batch))
             if marker is not None and marker.spooled:
-                marker.done.set()  # on local disk: the caller may go on
+                marker.set()  # on local disk: the caller may go on
             elif marker is not None:
                 handoff.put(marker)  # a flush or a stop, for the storer
                 if marker.stop:
@@ -369,7 +405,7 @@ class BackgroundWriter:
                 item = source.get(timeout=self._timeout())
             except queue.Empty:
                 item = None
-            marker = item if type(item) is _Marker else None
+            marker = item if type(item) is Marker else None
             try:
                 if marker is not None:
                     self._open_rows()
@@ -389,9 +425,9 @@ class BackgroundWriter:
                     self._give_up_pending()
                     if self.spool is not None:
                         self.spool.close()
-                    marker.done.set()
+                    marker.set()
                     return
-                marker.done.set()
+                marker.set()
 
     def _timeout(self) -> float | None:
         """How long the thread may sleep: until rows get old, or the next retry."""
