@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--smoke", action="store_true", help="5 runs, 2 rounds")
+    parser.add_argument("--freeze", action="store_true",
+                        help="gc.freeze() after the warm-up, as a long-lived server does")
     args = parser.parse_args()
     if args.smoke:
         args.runs, args.rounds = 5, 2
@@ -168,6 +170,9 @@ def main() -> None:
         try:
             for callbacks in contenders.values():  # warm up every path
                 one_round(callbacks, 2, 1)
+            if args.freeze:
+                gc.collect()
+                gc.freeze()
             for round_ in range(args.rounds):
                 names = list(contenders)
                 names = names[round_ % len(names):] + names[:round_ % len(names)]
