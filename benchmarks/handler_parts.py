@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import bench_handler as bench
@@ -25,9 +26,16 @@ from langchain_persist import PersistCallbackHandler, ResultsPersistenceService
 
 
 class _NoEndWrite(ResultsPersistenceService):
-    """A service whose result rows are never written (the handler's one blocking write)."""
+    """A service whose result rows are never written (the handler's one blocking write): it
+    answers as if they were."""
 
     def save_result(self, **fields: Any) -> Any:
+        return SimpleNamespace(id=fields.get("id"), status=fields.get("status", "running"))
+
+    def update_result(self, result_id: str, **fields: Any) -> Any:
+        return None
+
+    def latest_checkpoint_id(self, thread_id: str, checkpoint_ns: str = "") -> str | None:
         return None
 
 

@@ -173,6 +173,37 @@ def test_raise_error_makes_result_writes_blocking(db_url, outage):
     service.close()
 
 
+def test_a_sustained_load_is_stored_once_in_fewer_transactions_on_postgresql(db_url):
+    """Rows that pile up faster than they are stored: on PostgreSQL the batches waiting go in
+    one transaction (up to max_batch_bytes), each commit being a WAL flush; on SQLite every
+    transaction stays one batch, as other writers wait for its lock."""
+
+    class Counted(ResultsPersistenceService):
+        stores: list[int] = []
+
+        def insert_events(self, kind: str, rows: list[Any], **kwargs: Any) -> Any:
+            self.stores.append(len(rows))
+            return super().insert_events(kind, rows, **kwargs)
+
+    service = Counted(db_url)
+    writer = BackgroundWriter(service, batch_size=100, max_queue=50_000, spool=False)
+    for i in range(20_000):
+        writer.put(TraceEvent("a", "e-load", "tool_end", "t", f"out {i}", None, None, None,
+                              time.time()))
+    assert writer.flush(120)
+    assert writer.written["traces"] == 20_000 and not writer.dropped
+    with service.db.engine.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT count(DISTINCT id) FROM agent_traces WHERE execution_id = 'e-load'").scalar()
+    assert stored == 20_000 == sum(service.stores)
+    if db_url.startswith("postgresql"):
+        assert max(service.stores) > 100 and len(service.stores) < 200
+    else:
+        assert max(service.stores) <= 100
+    writer.close()
+    service.close()
+
+
 def test_full_queue_drops_and_never_blocks(service, caplog):
     writer = BackgroundWriter(service, max_queue=10, flush_interval=0.05)
     with caplog.at_level(logging.WARNING, logger="langchain_persist"):

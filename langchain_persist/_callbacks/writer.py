@@ -529,8 +529,10 @@ class BackgroundWriter:
                 self._kept = (span[0], span[2])
             if self._rows_since is None:
                 self._rows_since = time.monotonic()
-            if (sum(len(r) for r in self._rows.values()) >= self.batch_size
-                    or self._rows_bytes >= self.max_batch_bytes):
+            if self._rows_bytes >= self.max_batch_bytes or (
+                sum(len(r) for r in self._rows.values()) >= self.batch_size
+                and not (self._handoff.qsize() and self.service.event_format().coalesce)
+            ):  # (PostgreSQL: more batches waiting are stored with these, one commit)
                 self._store()
         progress: dict[str, ResultWrite] = {}
         for record in taken.writes:

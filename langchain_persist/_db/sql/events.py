@@ -69,6 +69,10 @@ class EventFormat(NamedTuple):
     timestamp: Callable[[float | dt.datetime], Any]
     new_id: Callable[[], str]
     from_spool: Callable[[list[Any]], tuple[Any, ...]]  # a row back from its JSON line
+    # Under a sustained load, store the batches waiting in one transaction: on PostgreSQL,
+    # where each commit waits for a WAL flush; not on SQLite, whose other writers (a run's
+    # end, the saver) wait for the lock a longer transaction would hold.
+    coalesce: bool
 
 
 def event_format(dialect_name: str) -> EventFormat:
@@ -109,8 +113,8 @@ def _postgres_row(values: list[Any]) -> tuple[Any, ...]:
     return tuple(values)
 
 
-_POSTGRES = EventFormat(_postgres_timestamp, uuid7, _postgres_row)
-_SQLITE = EventFormat(_sqlite_timestamp, uuid7_hex, tuple)
+_POSTGRES = EventFormat(_postgres_timestamp, uuid7, _postgres_row, coalesce=True)
+_SQLITE = EventFormat(_sqlite_timestamp, uuid7_hex, tuple, coalesce=False)
 
 
 def as_record(table: Table, values: Sequence[Any]) -> ExecutionLog | AgentTrace:
