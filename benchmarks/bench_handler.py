@@ -2,6 +2,7 @@
 
     python benchmarks/bench_handler.py            # the full run (a few minutes)
     python benchmarks/bench_handler.py --smoke    # tiny sizes, a few seconds
+    python benchmarks/bench_handler.py --only ingest --before REV   # some sections, before/after
 
 Contenders, interleaved round by round (the order rotates) and summarized by medians:
 no handler; LangChain's no-op handler (``run_inline``); an empty handler (every callback
@@ -345,12 +346,17 @@ def bench_memory(urls: dict[str, str], events: int) -> list[list[Any]]:
     return out
 
 
+SECTIONS = ("agent", "invoke", "ingest", "memory")  # the keys of --only, in the report's order
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
     parser.add_argument("--json", type=Path, help="also write the tables as JSON here")
     parser.add_argument("--before", metavar="REV",
                         help="also run the handler as of this git revision (before/after)")
+    parser.add_argument("--only", metavar="SECTIONS",
+                        help="comma-separated sections to run: agent, invoke, ingest, memory")
     parser.add_argument("--memory-child", nargs=2, metavar=("URL", "EVENTS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -407,7 +413,10 @@ def main() -> None:
               "rows written", "dropped (queue full)", "events accepted / s"],
              lambda: bench_memory(urls, sizes["memory"])),
         ]
-        for title, note, headers, fn in sections:
+        only = set(args.only.split(",")) if args.only else None
+        for (title, note, headers, fn), key in zip(sections, SECTIONS, strict=True):
+            if only is not None and key not in only:
+                continue
             rows = fn()
             report[title] = {"headers": headers, "rows": rows}
             print(f"### {title}\n\n{note}\n\n{table(headers, rows)}\n", flush=True)

@@ -253,25 +253,15 @@ class PersistCallbackHandler(BaseCallbackHandler):
         except Exception as exc:
             self._fault("on_chain_start", exc)
 
-    async def _aon_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        **kwargs: Any,
-    ) -> None:
+    async def _aon_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
         # (raise_error) a root's running row is written before it starts: in a worker thread
-        if parent_run_id is None or parent_run_id not in self._runs:
-            await asyncio.to_thread(
-                self._start, serialized, inputs, run_id=run_id, parent_run_id=parent_run_id,
-                **kwargs,
-            )  # fmt: skip
+        parent = kwargs.get("parent_run_id")
+        if parent is None or parent not in self._runs:
+            await asyncio.to_thread(self._chain_start, serialized, inputs, **kwargs)
         else:
-            self._start(serialized, inputs, run_id=run_id, parent_run_id=parent_run_id, **kwargs)
+            self._chain_start(serialized, inputs, **kwargs)
 
-    _start = on_chain_start
+    _chain_start = on_chain_start
     on_chain_start = _AwaitedOnLoop(  # type: ignore[assignment]
         on_chain_start, _aon_chain_start, only_if="raise_error"
     )
