@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import sqlite3
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import weakref
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from langchain_persist import ConfigurationError, ResultsPersistenceService, StorageError
+from langchain_persist._cli.commands import app as cli
 from langchain_persist._db import engine
 from langchain_persist._db.engine import Database, resolve_url
 
@@ -77,16 +80,22 @@ def test_a_sqlite_writer_gets_the_lock_another_process_frees(sqlite_url: str) ->
     assert service.get_result(stored.id).execution_id == "behind-a-lock"
     with service.db.write() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == engine.SQLITE_BUSY_TIMEOUT_MS
+    service.save_result(agent_id="a", execution_id="done", status="completed")
     lock = sqlite3.connect(path, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(engine, "SQLITE_BUSY_TIMEOUT_MS", 200)
-            with pytest.raises(StorageError, match=r"database is locked.*is the server running"):
+            locked = r"is locked \(another connection held SQLite's write lock for over 0.2 s"
+            with pytest.raises(StorageError, match=locked + ": is a long transaction"):
                 service.save_result(agent_id="a", execution_id="never")
+            cleanup = CliRunner().invoke(
+                cli, ["cleanup", "--older-than", "0s", "--yes", "--url", sqlite_url])
+            assert cleanup.exit_code == 1 and re.search(locked, " ".join(cleanup.output.split()))
     finally:
         lock.execute("COMMIT")
-    assert [r.execution_id for r in service.get_agent_results("a")] == ["behind-a-lock"]
+    assert sorted(r.execution_id for r in service.get_agent_results("a")) == [
+        "behind-a-lock", "done"]
     service.close()
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from .._checkpoint.codec import load_serde
-from .._db.engine import Database, acquire, resolve_url
+from .._db.engine import Database, acquire, is_locked, locked_hint, resolve_url
 from .._errors import PersistenceError, ValidationError
 from .._results import validate as ages
 from .._results.service import ResultsPersistenceService
@@ -113,6 +113,8 @@ def database_errors(url: str | None) -> Iterator[None]:
         yield
     except OperationalError as exc:
         reason = str(exc.orig or exc).strip().splitlines()[0]
+        if is_locked(exc):
+            fail(f"{where(url)} is locked ({locked_hint()})", markup=False)
         fail(
             f"cannot reach {where(url)}: {reason} (is the server running and the URL right? "
             "pass --url or set LANGCHAIN_PERSIST_DATABASE_URL)",

@@ -282,9 +282,7 @@ def begin_immediate(execute: Callable[[str], Any]) -> None:
                 execute("BEGIN IMMEDIATE")
                 return
             except (sqlite3.OperationalError, SQLAlchemyError) as exc:
-                driver = getattr(exc, "orig", exc)  # SQLAlchemy's error wraps the driver's
-                busy = getattr(driver, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or time.monotonic() > deadline:
+                if not is_locked(exc) or time.monotonic() > deadline:
                     raise
             time.sleep(SQLITE_LOCK_POLL_S)
     finally:
@@ -453,6 +451,26 @@ def is_outage(exc: BaseException) -> bool:
             return False
         seen = seen.__cause__ or getattr(seen, "orig", None)
     return False
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether an error is SQLite's "database is locked": another connection holds the write
+    lock (past the busy timeout, or during a ``BEGIN IMMEDIATE`` try)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+            return True
+        seen = seen.__cause__ or getattr(seen, "orig", None)
+    return False
+
+
+def locked_hint() -> str:
+    """What a "database is locked" means, and its fix."""
+    return (
+        f"another connection held SQLite's write lock for over {SQLITE_BUSY_TIMEOUT_MS / 1000:g}"
+        " s: is a long transaction or a cleanup running in another process? let it finish and "
+        "try again, or use PostgreSQL for many concurrent writers"
+    )
 
 
 # -- the registry: one Database per URL, counted ----------------------------------------------

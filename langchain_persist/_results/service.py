@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .._aio import async_twin
 from .._checkpoint.codec import load_values
 from .._db import backfill
-from .._db.engine import is_outage
+from .._db.engine import is_locked, is_outage, locked_hint
 from .._db.lease import Lease, Leased, recheck_schema
 from .._db.plans import run_on
 from .._db.schema import DEFAULT_POLICY, agent_traces, execution_logs
@@ -980,6 +980,10 @@ class ResultsPersistenceService(Leased):
             cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
             driver = getattr(cause, "orig", None) or cause
             where = make_url(self.url).render_as_string()
+            if is_locked(cause):
+                raise StorageError(
+                    f"could not {action}: {where} is locked ({locked_hint()})"
+                ) from cause
             if is_outage(cause):
                 raise StorageError(
                     f"cannot reach {where}: {_first_line(driver)} (could not {action}; is the "
