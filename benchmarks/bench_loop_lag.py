@@ -80,10 +80,8 @@ class Holds:
         self.longest = 0.0
         for handler in handlers:
             cls, wrapped = type(handler), {}
-            for name in dir(cls):
+            for name in (n for n in dir(cls) if n.startswith("on_")):
                 attr = inspect.getattr_static(cls, name)
-                if not name.startswith("on_"):
-                    continue
                 if hasattr(attr, "twin"):  # this code's: a plain method and an async twin
                     wrapped[name] = type(attr)(self.timed(attr.method), self.atimed(attr.twin))
                 elif callable(attr):
