@@ -4,6 +4,9 @@ a thread waiting at an interrupt() never deleted."""
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -183,3 +186,52 @@ def test_many_rows_go_in_many_short_batches(service: ResultsPersistenceService) 
         assert (config.get("automerge"), config.get("crisismerge")) == (4, 16)
     service.save_log(agent_id="a", execution_id="e1", message="the database still writes")
     assert service.search("database writes")[0].kind == "log"
+
+
+_CLEANUP_THEN_HANG = """
+import sys, time
+from langchain_persist import ResultsPersistenceService
+def hang(kind, n):
+    print("deleting", flush=True)
+    time.sleep(3600)  # killed here, FTS5's merging off
+ResultsPersistenceService(sys.argv[1]).apply_retention(on_progress=hang)
+"""
+_OPEN = "import sys\nfrom langchain_persist import ResultsPersistenceService\n" \
+    "ResultsPersistenceService(sys.argv[1]).find_results(limit=1)"
+
+
+def test_a_cleanup_killed_midway_leaves_no_search_index_unmerged(sqlite_url: str) -> None:
+    """SIGKILL to a cleanup while it has FTS5's merging off: the next process to open the
+    file turns it on again, but not while a cleanup still runs."""
+    service = ResultsPersistenceService(sqlite_url)
+    old = dt.datetime.now(dt.UTC) - 10 * DAY
+    service.save_traces(service.trace_row(agent_id="a", execution_id="e", type="tool_end",
+                                          content=f"call {i}", timestamp=old)
+                        for i in range(1_000))
+    service.set_retention_policy(traces=DAY)
+
+    def merging() -> tuple[Any, Any]:
+        with service.db.read() as conn:
+            config = dict(conn.exec_driver_sql("SELECT k, v FROM agent_traces_search_config").all())
+        return config.get("automerge"), config.get("crisismerge")
+
+    def opened() -> str:
+        done = subprocess.run([sys.executable, "-c", _OPEN, sqlite_url], capture_output=True,
+                              text=True, timeout=120, check=True)
+        return done.stderr
+
+    cleanup = subprocess.Popen([sys.executable, "-c", _CLEANUP_THEN_HANG, sqlite_url],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert cleanup.stdout is not None and cleanup.stdout.readline() == "deleting\n"
+        assert merging() == (0, 1000)
+        assert "turned the search index's merging on again" not in opened()  # it still runs
+        assert merging() == (0, 1000)
+    finally:
+        cleanup.send_signal(signal.SIGKILL)
+        cleanup.wait(30)
+    assert merging() == (0, 1000)  # left off by the dead cleanup
+    assert "it is on again" in opened()
+    assert merging() == (4, 16)
+    assert opened() == ""  # said once: nothing left to turn on
+    service.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 from alembic import command
 from alembic.config import Config
@@ -12,6 +13,9 @@ from sqlalchemy import Connection, text
 from .._errors import SchemaError
 from . import backfill
 from .engine import Database, MissingTableError
+from .sql import retention
+
+logger = logging.getLogger("langchain_persist")
 
 VERSION_TABLE = "langchain_persist_version"
 _LOCK_KEY = 0x6C635F70  # "lc_p": serializes concurrent upgrades of one PostgreSQL database
@@ -94,5 +98,21 @@ def ensure_schema(db: Database, *, migrate: bool = True) -> None:
             upgrade(db)
         elif migrate:  # an upgrade that stopped before its backfill was done
             backfill.run(db)
+        if migrate and db.dialect == "sqlite":
+            _merging_on_again(db)
         db.schema_checked = True
+
+
+def _merging_on_again(db: Database) -> None:
+    """A cleanup killed while FTS5's merging was off (see `retention.cleaning`) left it off,
+    and every insert since added a segment to the search index: turn it on again, unless a
+    cleanup still runs."""
+    with db.read() as conn:
+        left = retention.merging_left_off(conn)
+    if left:
+        with db.write() as conn:
+            if retention.restore_merging(conn, db.engine.url.database, left):
+                logger.warning(
+                    "langchain-persist: a cleanup of %r stopped (killed?) before it turned the "
+                    "search index's merging on again; it is on again", db)
 

@@ -763,15 +763,18 @@ class ResultsPersistenceService(Leased):
         if fts is None:
             yield None
             return
-        with self._blocking("apply retention"), self.db.write() as conn:
-            retention_sql.set_merging(conn, fts, retention_sql.CLEANUP_MERGING)
-        try:
-            yield lambda conn: retention_sql.merge_step(conn, fts)
-            self._in_batches(
-                lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None, size=1)
-        finally:  # on again once the merging is done (or a batch failed)
+        with retention_sql.cleaning(self.db.engine.url.database):  # (if killed: see migrate)
             with self._blocking("apply retention"), self.db.write() as conn:
-                retention_sql.set_merging(conn, fts, retention_sql.FTS5_MERGING)
+                retention_sql.set_merging(conn, fts, retention_sql.CLEANUP_MERGING)
+            try:
+                yield lambda conn: retention_sql.merge_step(conn, fts)
+                self._in_batches(
+                    lambda conn, n: n if retention_sql.merge_step(conn, fts) else 0, None,
+                    size=1,
+                )  # fmt: skip
+            finally:  # on again once the merging is done (or a batch failed)
+                with self._blocking("apply retention"), self.db.write() as conn:
+                    retention_sql.set_merging(conn, fts, retention_sql.FTS5_MERGING)
 
     def _in_batches(
         self, step: Callable[[Any, int], int], on_progress: Callable[[int], None] | None,

@@ -19,7 +19,10 @@ checkpoint values and writes once it has no checkpoint left.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +234,55 @@ def set_merging(conn: Connection, fts: str, settings: dict[str, int]) -> None:
     for option, value in settings.items():
         conn.execute(text(f"INSERT INTO {fts} ({fts}, rank) VALUES (:option, :value)"),
                      {"option": option, "value": value})
+
+
+@contextmanager
+def cleaning(database: str | None) -> Iterator[None]:
+    """Held while a cleanup has FTS5's merging off (a shared ``flock`` on a file beside the
+    SQLite file ``database``): a process killed meanwhile lets go of it as it dies, so that
+    `restore_merging` can tell a cleanup that stopped from one that runs."""
+    if not database or database == ":memory:":
+        yield
+        return
+    fd = _lock_file(database)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def merging_left_off(conn: Connection) -> list[str]:
+    """The FTS5 indexes whose merging a cleanup turned off (`CLEANUP_MERGING`) and did not
+    turn on again, if it is still running or if it was killed."""
+    off = str(CLEANUP_MERGING["crisismerge"])
+    return [f"{name}_search" for name in SEARCHED if str(conn.execute(text(
+        f"SELECT v FROM {name}_search_config WHERE k = 'crisismerge'")).scalar()) == off]
+
+
+def restore_merging(conn: Connection, database: str | None, indexes: list[str]) -> bool:
+    """Turn FTS5's merging on again for ``indexes`` (`merging_left_off`), unless a cleanup
+    still runs (`cleaning`); whether it did."""
+    if not database or database == ":memory:":
+        return False
+    fd = _lock_file(database)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a cleanup runs: it turns merging on again when it is done
+        for fts in indexes:
+            set_merging(conn, fts, FTS5_MERGING)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _lock_file(database: str) -> int:
+    """The open lock file of `cleaning`, beside the SQLite file (the same for every process,
+    whatever its working directory)."""
+    path = os.path.abspath(os.path.expanduser(database))
+    return os.open(f"{path}-retention.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
 
 def merge_step(conn: Connection, fts: str, pages: int = MERGE_PAGES) -> bool:
