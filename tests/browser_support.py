@@ -20,7 +20,11 @@ from typing import Any
 
 from rich.console import Console
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -83,6 +87,10 @@ def text_of(driver: WebDriver, css: str) -> str:
         return driver.find_element(By.CSS_SELECTOR, css).text
     except (NoSuchElementException, StaleElementReferenceException):
         return ""
+    except WebDriverException as exc:  # chromedriver's other word for a stale element
+        if "does not belong to the document" in (exc.msg or ""):
+            return ""
+        raise
 
 
 def screenshot(driver: WebDriver, directory: Path, name: str) -> Path:
