@@ -241,10 +241,10 @@ def cleaning(database: str | None) -> Iterator[None]:
     """Held while a cleanup has FTS5's merging off (a shared ``flock`` on a file beside the
     SQLite file ``database``): a process killed meanwhile lets go of it as it dies, so that
     `restore_merging` can tell a cleanup that stopped from one that runs."""
-    if not database or database == ":memory:":
+    fd = _lock_file(database)
+    if fd is None:
         yield
         return
-    fd = _lock_file(database)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         yield
@@ -263,9 +263,9 @@ def merging_left_off(conn: Connection) -> list[str]:
 def restore_merging(conn: Connection, database: str | None, indexes: list[str]) -> bool:
     """Turn FTS5's merging on again for ``indexes`` (`merging_left_off`), unless a cleanup
     still runs (`cleaning`); whether it did."""
-    if not database or database == ":memory:":
-        return False
     fd = _lock_file(database)
+    if fd is None:
+        return False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,9 +278,11 @@ def restore_merging(conn: Connection, database: str | None, indexes: list[str]) 
         os.close(fd)
 
 
-def _lock_file(database: str) -> int:
+def _lock_file(database: str | None) -> int | None:
     """The open lock file of `cleaning`, beside the SQLite file (the same for every process,
-    whatever its working directory)."""
+    whatever its working directory); None for a database in memory."""
+    if not database or database == ":memory:":
+        return None
     path = os.path.abspath(os.path.expanduser(database))
     return os.open(f"{path}-retention.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
