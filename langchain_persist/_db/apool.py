@@ -6,15 +6,18 @@ isolated loops) has one pool per loop, opened by the first async call made on th
 The `Database` owns them: `close` (its last release) closes every pool from whatever thread it
 runs in, and a pool whose loop is gone gets its connections closed directly; in a forked
 child they are forgotten (the parent keeps its connections; psycopg sends nothing from the
-child).  Connections are autocommit with the same prepared-statement setting as the sync
-pools, and are pinged on checkout only after sitting idle or when the server left something on
-the socket, as the sync pools are (`engine`).
+child).  A pool also closes itself when its loop's tasks are cancelled, as ``asyncio.run``
+does at its end: psycopg's workers swallow a cancellation that reaches them while they
+connect, and ``asyncio.run`` would wait for them for ever.  Connections are autocommit with the
+same prepared-statement setting as the sync pools, and are pinged on checkout only after sitting
+idle or when the server left something on the socket, as the sync pools are (`engine`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import select
 import threading
 import time
@@ -24,6 +27,23 @@ from typing import Any
 PING_AFTER_IDLE_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
 CONNECT_WAIT_S = 5.0  # seconds a caller waits for a connection before the database counts as away
+POOL_NAME = "langchain-persist"
+
+# In a forked child, the parent's pools, kept: collected, each of their tasks (pending on the
+# parent's loop, which never runs here) would log "Task was destroyed but it is pending!".
+_PARENTS: list[_LoopPool] = []
+
+
+class _CancelledConnect(logging.Filter):
+    """Drops psycopg's warning for a connect of our pools that a closing loop cancelled (it
+    reads "error connecting in 'langchain-persist': ", with nothing after the colon)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (args[:1] == (POOL_NAME,) and isinstance(args[-1], asyncio.CancelledError))
+
+
+logging.getLogger("psycopg.pool").addFilter(_CancelledConnect())
 
 
 class _LoopPool:
@@ -33,6 +53,7 @@ class _LoopPool:
         from psycopg_pool import AsyncConnectionPool
 
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.guard: asyncio.Task[None] | None = None
         self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self.opened = False
         self.pool = AsyncConnectionPool(
@@ -45,7 +66,7 @@ class _LoopPool:
             configure=self._configure,
             check=self._check,
             reset=self._reset,
-            name="langchain-persist",
+            name=POOL_NAME,
         )
 
     async def _configure(self, conn: Any) -> None:
@@ -59,6 +80,13 @@ class _LoopPool:
         if idle < PING_AFTER_IDLE_S and not _readable(conn):
             return
         await conn.execute("SELECT 1")  # raising makes the pool discard it and take another
+
+    async def close(self) -> None:
+        """Close the pool (on its loop), ending the task that waited to close it."""
+        if self.guard is not None:
+            self.guard.cancel()
+            await asyncio.wait([self.guard])
+        await self.pool.close(timeout=CLOSE_TIMEOUT_S)
 
     def finish(self) -> None:
         """Close the connections directly (the loop that runs the pool is gone)."""
@@ -100,7 +128,23 @@ class AsyncPools:
         if not entry.opened:
             await entry.pool.open()
             entry.opened = True
+        if entry.guard is None:
+            entry.guard = loop.create_task(self._close_when_cancelled(loop, entry),
+                                           name=f"{POOL_NAME}-pool")
         return entry.pool
+
+    async def _close_when_cancelled(self, loop: asyncio.AbstractEventLoop,
+                                    entry: _LoopPool) -> None:
+        """(A task on the pool's loop) wait; once cancelled, forget the pool and close it.
+        Closing hands each worker a stop message, which ends even one that lost its
+        cancellation."""
+        try:
+            await loop.create_future()
+        finally:
+            with self._lock:
+                if self._pools.get(loop) is entry:
+                    del self._pools[loop]
+            await entry.pool.close(timeout=CLOSE_TIMEOUT_S)
 
     def __len__(self) -> int:
         return len(self._pools)
@@ -120,7 +164,7 @@ class AsyncPools:
         with self._lock:
             entry = self._pools.pop(loop, None)
         if entry is not None:
-            await entry.pool.close(timeout=CLOSE_TIMEOUT_S)
+            await entry.close()
         self.close()
 
     def close(self) -> None:
@@ -141,11 +185,11 @@ class AsyncPools:
             running = None
         if loop.is_running():
             if running is loop:  # called from sync code on that very loop: close it soon
-                task = loop.create_task(entry.pool.close(timeout=CLOSE_TIMEOUT_S))
+                task = loop.create_task(entry.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
                 return
-            future = asyncio.run_coroutine_threadsafe(entry.pool.close(), loop)
+            future = asyncio.run_coroutine_threadsafe(entry.close(), loop)
             try:
                 future.result(timeout=CLOSE_TIMEOUT_S)
                 return
@@ -153,12 +197,13 @@ class AsyncPools:
                 future.cancel()
         elif running is None:
             with contextlib.suppress(Exception):
-                loop.run_until_complete(entry.pool.close(timeout=CLOSE_TIMEOUT_S))
+                loop.run_until_complete(entry.close())
                 return
         entry.finish()
 
     def forget(self) -> None:
         """In a forked child: drop the pools (the parent's connections stay the parent's)."""
+        _PARENTS.extend(self._pools.values())
         self._pools = {}
         self._lock = threading.Lock()
         self._closing = set()
