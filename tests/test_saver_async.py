@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
@@ -147,6 +148,33 @@ def test_one_pool_per_event_loop_closed_with_its_loop(pg_url: str) -> None:
     saver.close()  # the last user, from outside the loop: the live loop's pool closes too
     assert db.async_pools == 0
     loop.close()
+
+
+def test_asyncio_run_closes_the_connections_of_its_pool(pg_url: str) -> None:
+    """Each ``asyncio.run`` opens the pool of its loop; at its end the pool's connections
+    close (not when the collector gets to them, which may be after the server ran out)."""
+    saver = PersistSaver.from_url(pg_url)
+    saver.get_tuple(_cfg("t0"))  # the schema made, by the sync pool
+    database = pg_url.rsplit("/", 1)[1]
+
+    async def read_concurrently() -> None:
+        await asyncio.gather(*(saver.aget_tuple(_cfg(f"t{i}")) for i in range(4)))
+
+    def connections() -> int:
+        with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                (database,)).fetchone()[0]
+
+    gc.disable()  # leaked connections would stay open until the collector ran
+    try:
+        counts = []
+        for _ in range(6):
+            asyncio.run(read_concurrently())
+            counts.append(connections())
+    finally:
+        gc.enable()
+    assert max(counts) <= counts[0] and counts[-1] <= 2, counts  # the sync pool's, at most
+    saver.close()
 
 
 def test_asyncio_run_returns_while_the_pool_is_still_connecting(

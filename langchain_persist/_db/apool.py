@@ -137,14 +137,19 @@ class AsyncPools:
                                     entry: _LoopPool) -> None:
         """(A task on the pool's loop) wait; once cancelled, forget the pool and close it.
         Closing hands each worker a stop message, which ends even one that lost its
-        cancellation."""
+        cancellation; it then stops at the first worker cancelled with the loop's other tasks
+        (psycopg gathers them), so the connections are closed directly after it."""
         try:
             await loop.create_future()
-        finally:
+        except asyncio.CancelledError:  # (not GeneratorExit: a closed loop's task collected)
             with self._lock:
                 if self._pools.get(loop) is entry:
                     del self._pools[loop]
-            await entry.pool.close(timeout=CLOSE_TIMEOUT_S)
+            try:
+                await entry.pool.close(timeout=CLOSE_TIMEOUT_S)
+            finally:
+                entry.finish()
+            raise
 
     def __len__(self) -> int:
         return len(self._pools)
