@@ -308,3 +308,14 @@ def test_an_end_that_finds_its_running_row_updates_it(service):
     (row,) = service.find_results(execution_id="e")
     assert (row.id, row.status, row.result) == (opening["id"], "completed", "done")
     assert row.metadata["tool_calls"] == 2 and row.completed_at is not None
+
+
+def test_rows_stored_before_are_not_counted_again(service):
+    """A replay (or a retry) finds some of its rows stored already: they are skipped, and
+    only the rows it added count as stored (what ``handler.written`` adds up)."""
+    rows = [service.trace_row(agent_id="a", execution_id="e", type="tool_end", content=i)
+            for i in range(10)]
+    assert service.insert_events("traces", rows[:4], skip_existing=True).stored == 4
+    assert service.insert_events("traces", rows, skip_existing=True).stored == 6
+    assert service.insert_events("traces", rows, skip_existing=True).stored == 0
+    assert len(list(service.get_execution_traces("e"))) == 10

@@ -453,8 +453,7 @@ class ResultsPersistenceService(Leased):
         if not rows:
             return Inserted(0, 0, None)
         try:
-            self._insert(kind, rows, skip_existing)
-            return Inserted(len(rows), 0, None)
+            return Inserted(self._insert(kind, rows, skip_existing), 0, None)
         except _Refused as exc:
             if len(rows) == 1:
                 return Inserted(0, 1, _first_line(exc.__cause__ or exc))
@@ -464,11 +463,11 @@ class ResultsPersistenceService(Leased):
         return Inserted(first.stored + second.stored, first.refused + second.refused,
                         first.reason or second.reason)
 
-    def _insert(self, kind: str, rows: list[Row], skip_existing: bool) -> None:
+    def _insert(self, kind: str, rows: list[Row], skip_existing: bool) -> int:
         try:
             with self.db.write() as conn:
-                events.insert_values(conn, EVENT_TABLES[kind], rows,
-                                     skip_existing=skip_existing)
+                return events.insert_values(conn, EVENT_TABLES[kind], rows,
+                                            skip_existing=skip_existing)
         except PersistenceError:  # StorageError, MissingTableError: not the rows' fault
             raise
         except Exception as exc:

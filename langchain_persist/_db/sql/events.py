@@ -26,9 +26,10 @@ RECORDS: dict[Table, type[ExecutionLog] | type[AgentTrace]] = {
 def insert_values(
     conn: Connection, table: Table, values: Sequence[Sequence[Any]], *,
     skip_existing: bool = False,
-) -> None:
+) -> int:
     """Append rows given as the driver takes them, in column order (see `EventFormat`), in one
-    statement: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite.
+    statement: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite; return how many were
+    added.
 
     Both store exactly what ``conn.execute(insert(table), rows)`` would, at a fraction of its
     per-row cost, which the background writer's sustained ingest needs (tens of thousands of
@@ -37,14 +38,10 @@ def insert_values(
     On SQLite the new rows are then added to the search index, in one statement.
     """
     if not values:
-        return
+        return 0
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in table.c)
-    if conn.dialect.name == "postgresql" and skip_existing:
-        marks = ", ".join("%s" for _ in table.c)
-        conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks}) "
-                             "ON CONFLICT DO NOTHING", [tuple(v) for v in values])
-    elif conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and not skip_existing:
         raw = conn.connection.dbapi_connection
         with raw.cursor() as cursor, cursor.copy(  # type: ignore[union-attr]
             f"COPY {quote(table.name)} ({names}) FROM STDIN"
@@ -52,13 +49,21 @@ def insert_values(
             write = copy.write_row
             for row in values:
                 write(row)
-    else:  # (one writer at a time: the new rows are those past the newest rowid before)
-        newest = conn.exec_driver_sql(f"SELECT max(rowid) FROM {quote(table.name)}").scalar()
-        marks = ", ".join("?" for _ in table.c)
-        verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
-        conn.exec_driver_sql(f"{verb} INTO {quote(table.name)} ({names}) VALUES ({marks})",
-                             [tuple(v) for v in values] if skip_existing else list(values))
-        search.index_sqlite_rows(conn, table.name, after=newest or 0)
+        return len(values)
+    rows = [tuple(v) for v in values] if skip_existing else list(values)
+    if conn.dialect.name == "postgresql":
+        marks = ", ".join("%s" for _ in table.c)
+        done = conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES "
+                                    f"({marks}) ON CONFLICT DO NOTHING", rows)
+        return done.rowcount if done.rowcount >= 0 else len(rows)
+    # SQLite (one writer at a time: the new rows are those past the newest rowid before)
+    newest = conn.exec_driver_sql(f"SELECT max(rowid) FROM {quote(table.name)}").scalar()
+    marks = ", ".join("?" for _ in table.c)
+    verb = "INSERT OR IGNORE" if skip_existing else "INSERT"
+    done = conn.exec_driver_sql(f"{verb} INTO {quote(table.name)} ({names}) VALUES ({marks})",
+                                rows)
+    search.index_sqlite_rows(conn, table.name, after=newest or 0)
+    return done.rowcount if done.rowcount >= 0 else len(rows)
 
 
 class EventFormat(NamedTuple):
