@@ -157,6 +157,33 @@ def test_errors_say_what_to_do(db_url: str, tmp_path) -> None:
     assert not missing.exists()  # reading never creates a database
 
 
+def test_hostile_arguments_get_one_line_that_names_the_fix(tmp_path) -> None:
+    """Found by a review: each of these printed a traceback (or created a file)."""
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("hello")
+    ok = f"sqlite:///{tmp_path / 'ok.db'}"
+    ResultsPersistenceService(ok).db  # noqa: B018 - create the schema
+    for args, code, said in [
+        (("runs", "list", "--url", "sqlite:///"), 1, "an in-memory SQLite database"),
+        (("runs", "list", "--url", "sqlite:///:memory:"), 1, "give a file"),
+        (("runs", "list", "--url", "postgresql://u@[::1:5432/x"), 1, "cannot parse database URL"),
+        (("db", "upgrade", "--url", f"sqlite:///{not_a_database}"), 1, "file is not a database"),
+        (("db", "current", "--url", f"sqlite:///{not_a_database}"), 1, "file is not a database"),
+        (("search", "x", "--since", "99999999999d", "--url", ok), 2, "the longest is"),
+        (("stats", "--since", "1000000000000d", "--url", ok), 2, "the longest is 999999999d"),
+        (("cleanup", "--older-than", "99999999999d", "--yes", "--url", ok), 2, "the longest"),
+        (("ui", "--port", "99999", "--url", ok), 2, "65535"),
+    ]:
+        out = cli(*args, code=code)
+        assert said in out and "Traceback" not in out, (args, out)
+    for command in ("current", "check"):
+        missing = tmp_path / "nowhere" / "x.db"
+        out = cli("db", command, "--url", f"sqlite:///{missing}", code=1)
+        assert "there is no database at" in out
+        assert not missing.parent.exists()  # reading never creates a directory or a file
+    assert "upgraded from empty" in cli("db", "upgrade", "--url", f"sqlite:///{missing}")
+
+
 def test_old_schema_and_unreachable_database(pg_url: str, tmp_path) -> None:
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).execute("CREATE TABLE unrelated (x)").connection.close()

@@ -3,8 +3,11 @@ and ends its streams with a final event when it stops (issue 13), on SQLite and 
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,12 @@ def _json_body(value: Any) -> bytes:
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"),
                       max_size=30)
+edge_moments = st.sampled_from(["0001-01-01", "0001-01-01T00:00+01:00", "9999-12-31T23:59",
+                                "9999-12-31T23:59-14:00", "2026-02-30", "1970-01-01T00:00Z"])
+times = st.one_of(header_text, edge_moments,  # the since / until of the API and the pages
+                  st.integers(0, 10**16).map(lambda n: f"{n}d"), st.just("1d12h"))
+cursors = st.tuples(edge_moments, st.uuids()).map(  # forged, of the right shape
+    lambda m: base64.urlsafe_b64encode(f"{m[0]}|{m[1]}".encode()).decode())
 bodies = st.one_of(
     values.map(lambda v: _json_body(_plain_json(v))),
     st.fixed_dictionaries({}, optional={
@@ -102,10 +112,10 @@ def test_hostile_requests_never_get_a_5xx(fuzz_target):
             path = path.replace("{" + name + "}", _path_text(text))
         params = data.draw(st.fixed_dictionaries({}, optional={
             "cursor": st.one_of(hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")
-                                                 .decode("latin-1")), header_text),
+                                                 .decode("latin-1")), header_text, cursors),
             "limit": st.one_of(st.integers(-10, 10**30).map(str), header_text),
             "status": header_text, "lastEventId": header_text, "agent": hostile_text,
-            "thread": hostile_text, "since": header_text, "until": header_text,
+            "thread": hostile_text, "since": times, "until": times, "type": hostile_text,
             "checkpoint": hostile_text, "step": header_text, "run": hostile_text,
         }))
         headers = data.draw(st.fixed_dictionaries({}, optional={
@@ -143,6 +153,67 @@ def test_requests_that_used_to_answer_500(fuzz_target):
     resume = client.post("/api/agents/fuzz/resume", json={
         "checkpointId": done["checkpointId"], "additionalInstructions": "x", "resume": 10**30})
     assert resume.status_code in (409, 422)  # not waiting at an interrupt, or not storable
+
+
+def test_moments_ages_cursors_and_types_out_of_range_get_a_4xx(fuzz_target):
+    """Found by a review: each of these answered 500 (or 503 blaming the schema)."""
+    _, client, done = fuzz_target
+    forged = base64.urlsafe_b64encode(  # a cursor at the calendar's first hour, in UTC+1
+        f"0001-01-01T00:00:00+01:00|{uuid.UUID(int=0)}".encode()).decode()
+    for path, params in [
+        ("/api/agents/fuzz/results", {"cursor": forged}),
+        (f"/api/executions/{done['executionId']}/logs", {"cursor": forged}),
+        ("/api/search", {"q": "x", "cursor": forged}),
+        ("/api/search", {"q": "x", "since": "99999999999d"}),
+        ("/api/search", {"q": "x", "since": "0001-01-01T00:00:00+14:00"}),
+        ("/api/search", {"q": "x", "type": "\x00"}),
+        ("/api/stats", {"since": "1000000000000d"}),
+        ("/api/stats", {"until": "0001-01-01T00:00:00+01:00"}),
+        ("/api/stats", {"until": "999999999d"}),
+    ]:
+        query = {k: v.encode("utf-8", "surrogatepass") for k, v in params.items()}
+        reply = client.get(path + "?" + urllib.parse.urlencode(query))
+        assert reply.status_code == 422, (path, params, reply.text)
+        assert isinstance(reply.json()["detail"], str), reply.text  # a sentence, not a trace
+    for params in ({"cursor": forged}, {"since": "0001-01-01"},
+                   {"since": "0001-01-01T00:00+01:00"}, {"until": "9999-12-31T23:59-14:00"}):
+        page = client.get("/", params=params)  # the runs page says what it refused
+        assert page.status_code == 400, (params, page.status_code)
+        assert "year 1 to 9999" in page.text or "invalid cursor" in page.text, params
+    for params, first in [({"status": "bogus"}, "done"), ({"since": "0001-01-01T00:00+01:00"},
+                          "done"), ({"newer": "2020-01-01"}, "new")]:  # (naive: the server's zone)
+        with client.stream("GET", "/ui/live", params={"watch": "1", **params}) as live:
+            event = next(parse_sse(live.iter_lines()))  # refused filters: nothing to watch
+        assert live.status_code == 200 and event.event == first, (params, event)
+    assert event.data["count"] >= 1  # the seed run is newer
+
+
+def test_ids_are_kept_as_given_and_their_pages_reached(db_url):
+    """Thread and run ids with a slash, a question mark or spaces are stored as given, and
+    the run page's links reach the thread's page."""
+    app = create_app(server_graphs.agent, url=db_url, retry_delay=0)
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for thread in ("team/a?b#c", " spaced "):
+            done = post_events(client, "/api/agents/execute",
+                               {"agentId": "ids", "task": "hi :: echo", "threadId": thread})
+            assert done[-1].data["threadId"] == thread
+            run = client.get(f"/runs/{done[-1].data['executionId']}")
+            link = re.search(r'<dd><a href="(/threads/[^"]+)"', run.text)
+            assert link is not None, run.text[:500]
+            page = client.get(html.unescape(link.group(1)))
+            assert page.status_code == 200 and html.escape(thread) in page.text
+        assert client.post("/api/agents/execute", json={
+            "agentId": "ids", "task": "x", "threadId": "  "}).status_code == 422
+
+
+def test_a_missing_asset_is_a_404_behind_a_token(db_url):
+    app = create_app(server_graphs.agent, url=db_url, retry_delay=0,
+                     api_tokens={"s3cret": ["*"]})
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.get("/ui/static/ui.js").status_code == 200
+        assert client.get("/ui/static/nope.css").status_code == 404
+        assert client.get("/ui/static/%2e%2e/_ui.py").status_code == 404
+        assert client.post("/ui/static/ui.js").status_code == 405
 
 
 def test_a_resume_value_the_checkpoints_cannot_hold_is_refused_first(db_url):

@@ -32,6 +32,7 @@ from .insight import retention_app, search, stats
 from .support import (
     DryRun,
     Json,
+    Port,
     Serde,
     Url,
     Yes,
@@ -351,7 +352,7 @@ def _where(db: Database) -> str:
 @db_app.command("upgrade")
 def db_upgrade(url: Url = None) -> None:
     """Create the tables, or upgrade them to this version's schema."""
-    db = open_database(url)
+    db = open_database(url, create=True)
     progress = Progress(TextColumn("indexing {task.description:<8} for search"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     tasks: dict[str, TaskID] = {}
@@ -418,7 +419,7 @@ def db_check(url: Url = None) -> None:
 def ui(
     url: Url = None,
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
+    port: Port = 8000,
     serde: Serde = None,
 ) -> None:
     """Open the web viewer on a database, read-only: runs, waterfalls, logs, checkpoints.
@@ -522,7 +523,7 @@ def serve(
     )],
     url: Url = None,
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8000,
+    port: Port = 8000,
     serde: Serde = None,
     retention_interval: Annotated[str, typer.Option(
         "--retention-interval",

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from .._checkpoint.codec import load_serde
-from .._db.engine import Database, acquire, is_locked, locked_hint, resolve_url
+from .._db.engine import Database, acquire, checked_url, is_locked, locked_hint, resolve_url
 from .._errors import PersistenceError, ValidationError
 from .._results import validate as ages
 from .._results.service import ResultsPersistenceService
@@ -49,6 +49,8 @@ DryRun = Annotated[
     bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
 ]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")]
+Port = Annotated[int, typer.Option("--port", min=0, max=65535,
+                                   help="The port (0: any free one).")]
 
 
 
@@ -66,16 +68,34 @@ def where(url: str | None) -> str:
     resolved = resolve_url(url)
     try:
         return make_url(resolved).render_as_string()
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return resolved
 
 
-def open_database(url: str | None) -> Database:
-    """The database for a URL, with errors a user can act on."""
+def open_database(url: str | None, *, create: bool = False) -> Database:
+    """The database for a URL, with errors a user can act on (unless ``create``, a SQLite
+    file that does not exist is one: see `read_service`)."""
+    if not create:
+        _existing(url)
     try:
         return acquire(url)
     except PersistenceError as exc:
         fail(str(exc), markup=False)
+
+
+def _existing(url: str | None) -> None:
+    """Fail unless ``url`` can be used and, for SQLite, its file exists."""
+    try:
+        parsed = checked_url(resolve_url(url))
+    except PersistenceError as exc:
+        fail(str(exc), markup=False)
+    path = parsed.database
+    if parsed.get_backend_name() == "sqlite" and path and not Path(path).expanduser().exists():
+        fail(
+            f"there is no database at {path}: run `langchain-persist demo` (or your agent) "
+            "to create one, or point at yours with --url or LANGCHAIN_PERSIST_DATABASE_URL",
+            markup=False,
+        )
 
 
 def serializer(spec: str | None) -> Any:
@@ -89,19 +109,7 @@ def read_service(url: str | None, serde: str | None = None) -> ResultsPersistenc
     A SQLite file that does not exist is an error naming how to make one, not a new empty
     file; a schema older than the code raises `SchemaError` naming ``db upgrade``.
     """
-    resolved = resolve_url(url)
-    try:
-        parsed = make_url(resolved)
-    except ArgumentError:
-        parsed = None
-    if parsed is not None and parsed.get_backend_name() == "sqlite":
-        path = parsed.database
-        if path and path != ":memory:" and not Path(path).expanduser().exists():
-            fail(
-                f"there is no database at {path}: run `langchain-persist demo` (or your agent) "
-                "to create one, or point at yours with --url or LANGCHAIN_PERSIST_DATABASE_URL",
-                markup=False,
-            )
+    _existing(url)
     return ResultsPersistenceService(url, migrate=False, serde=serializer(serde))
 
 
@@ -120,6 +128,9 @@ def database_errors(url: str | None) -> Iterator[None]:
             "pass --url or set LANGCHAIN_PERSIST_DATABASE_URL)",
             markup=False,
         )
+    except DatabaseError as exc:  # (after OperationalError, a subclass) e.g. not a database
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        fail(f"cannot use {where(url)}: {reason} (is it the right file?)", markup=False)
     except PersistenceError as exc:
         fail(str(exc), markup=False)
 

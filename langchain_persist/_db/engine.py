@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, SQLAlchemyError
 
 from .._errors import ConfigurationError, SchemaError, StorageError
@@ -62,28 +62,41 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
+def checked_url(url: str) -> URL:
+    """``url`` (as `resolve_url` gives it) parsed, or a `ConfigurationError` naming the fix: a
+    URL that cannot be parsed, a database other than SQLite and PostgreSQL, or an in-memory
+    SQLite one."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigurationError(
+            f"cannot parse database URL {url!r}: use sqlite:///path/to/file.db "
+            "or postgresql://user@host:5432/dbname"
+        ) from exc
+    dialect = parsed.get_backend_name()
+    if dialect not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"unsupported database {dialect!r} in {parsed.render_as_string()!r}: "
+            "langchain-persist runs on SQLite and PostgreSQL"
+        )
+    if dialect == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ConfigurationError(
+            f"{url!r} names no file: an in-memory SQLite database belongs to one connection "
+            "and is gone at exit; give a file, such as sqlite:///runs.db"
+        )
+    return parsed
+
+
 class Database:
     """One engine (with its pool) and the transactions the store runs in."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
-        try:
-            parsed = make_url(self.url)
-        except ArgumentError as exc:
-            raise ConfigurationError(
-                f"cannot parse database URL {self.url!r}: use sqlite:///path/to/file.db "
-                "or postgresql://user@host:5432/dbname"
-            ) from exc
-        self.dialect = parsed.get_backend_name()
+        self.dialect = checked_url(self.url).get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(self.url)
-        elif self.dialect == "postgresql":
-            self.engine = _postgres_engine(self.url)
         else:
-            raise ConfigurationError(
-                f"unsupported database {self.dialect!r} in {parsed.render_as_string()!r}: "
-                "langchain-persist runs on SQLite and PostgreSQL"
-            )
+            self.engine = _postgres_engine(self.url)
         self._writer = self.engine.execution_options(sqlite_immediate=True)
         # PostgreSQL: a second pool of autocommit connections, so reads and one-statement writes
         # skip the BEGIN and COMMIT round trips (SQLite: the same pool, BEGIN issued by hand)
@@ -298,11 +311,9 @@ def _begin(cursor: Any, sqlite: bool) -> None:
 
 def _sqlite_engine(url: str) -> Engine:
     parsed = make_url(url)
-    path = None
-    if parsed.database and parsed.database != ":memory:":
-        file = Path(parsed.database).expanduser()
-        file.parent.mkdir(parents=True, exist_ok=True)
-        path = str(file)
+    file = Path(parsed.database).expanduser()  # (a file: `Database` refuses in-memory ones)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    path = str(file)
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -314,8 +325,7 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
-        if path is not None:
-            record.info["file"] = _file_id(path)
+        record.info["file"] = _file_id(path)
         cursor = dbapi_conn.cursor()
         for pragma in (
             "journal_mode=WAL",  # readers never block the writer
@@ -337,7 +347,7 @@ def _sqlite_engine(url: str) -> Engine:
     # on reading and writing the old, unlinked file: such a connection is replaced on checkout.
     @event.listens_for(engine, "checkout")
     def _on_checkout(_dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
-        if path is not None and record.info.get("file") != _file_id(path):
+        if record.info.get("file") != _file_id(path):
             raise DisconnectionError(f"{path} was deleted or replaced since it was opened")
 
     return engine

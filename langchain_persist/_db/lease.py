@@ -17,7 +17,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .engine import Database, MissingTableError, acquire, arelease, release, resolve_url
+from .engine import (
+    Database,
+    MissingTableError,
+    acquire,
+    arelease,
+    checked_url,
+    release,
+    resolve_url,
+)
 from .migrate import ensure_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +36,7 @@ class Lease:
 
     def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
         self.url = resolve_url(url)
+        checked_url(self.url)  # a URL that cannot work fails here, not at first use
         self.migrate = migrate
         self._db: Database | None = None
         self._release: weakref.finalize | None = None

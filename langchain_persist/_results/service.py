@@ -546,7 +546,7 @@ class ResultsPersistenceService(Leased):
         found = {name: check.lookup(value) for name, value in keys.items() if value is not None}
         filters = search_sql.Filters(
             **found, status=None if status is None else check.status(status),
-            types=_types(types), since=None if since is None else cutoff(since),
+            types=_types(types), since=None if since is None else cutoff(since, "since"),
             until=check.moment("until", until),
         )
         size = check.limit(limit)
@@ -597,7 +597,7 @@ class ResultsPersistenceService(Leased):
             raise ValidationError(f"top_errors must be a count, got {shown(top_errors)}")
         agent = None if agent_id is None else check.lookup(agent_id)
         scope = stats_sql.Scope(
-            agent_id=agent, since=None if since is None else cutoff(since),
+            agent_id=agent, since=None if since is None else cutoff(since, "since"),
             until=check.moment("until", until),
         )
         if agent_id is not None and agent is None:  # an id no row can have: nothing counted

@@ -17,7 +17,7 @@ from .._errors import ValidationError
 from .._sanitize import MAX_ID as MAX_KEY
 from .._sanitize import checked_id as key  # the id checks live in the foundation: the saver
 from .._sanitize import checked_namespace as namespace  # checks its ids too
-from .._sanitize import jsonable, shown
+from .._sanitize import is_clean, jsonable, shown
 from .._sanitize import lookup_id as lookup
 
 __all__ = [
@@ -80,7 +80,7 @@ def limit(value: int) -> int:
 
 def trace_type(value: Any) -> str:
     """A trace type: a short name such as ``tool_start``."""
-    if not isinstance(value, str) or not 0 < len(value) <= 32:
+    if not isinstance(value, str) or not 0 < len(value) <= 32 or not is_clean(value):
         raise ValidationError(f"type must be a name such as 'tool_start', got {shown(value)}")
     return value
 
@@ -103,21 +103,21 @@ def moment(field: str, value: Any) -> dt.datetime | None:
     return as_utc(value)
 
 
-def cutoff(older_than: Age) -> dt.datetime:
+def cutoff(older_than: Age, field: str = "older_than") -> dt.datetime:
     """The moment before which rows count as old: a datetime, or an age back from now."""
     if isinstance(older_than, dt.timedelta):
         if older_than < dt.timedelta(0):
-            raise ValidationError(f"older_than must not be negative, got {older_than}")
+            raise ValidationError(f"{field} must not be negative, got {older_than}")
         try:
             return now() - older_than
         except OverflowError:
             raise ValidationError(
-                f"older_than must be an age since year 1, got {older_than}"
+                f"{field} must be an age since year 1, got {older_than}"
             ) from None
     if isinstance(older_than, dt.datetime):
         return as_utc(older_than)
     raise ValidationError(
-        f"older_than must be a datetime or a timedelta, got {type(older_than).__name__}"
+        f"{field} must be a datetime or a timedelta, got {type(older_than).__name__}"
     )
 
 
@@ -130,7 +130,10 @@ def parse_age(text: str) -> dt.timedelta:
             f"{text!r} is not an age: use a number and a unit, such as 30d, 12h, 15m, 90s "
             "(w, d, h, m, s; combined like 1d12h)"
         )
-    return sum((dt.timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), dt.timedelta())
+    try:
+        return sum((dt.timedelta(**{_UNITS[u]: float(n)}) for n, u in parts), dt.timedelta())
+    except OverflowError:
+        raise ValidationError(f"{text!r} is too long an age: the longest is 999999999d") from None
 
 
 def age_or_moment(text: str) -> Age:

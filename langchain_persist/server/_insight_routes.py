@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from .._records import SearchHit
-from .._results.validate import age_or_moment
+from .._results.validate import age_or_moment, cutoff
 from ._schemas import camel_json, record_json
 from ._state import AgentId, allow, scope_of, server
 
@@ -34,8 +34,7 @@ def _until(text: str | None) -> dt.datetime | None:
     """``until``: a moment, or an age back from now."""
     if text is None:
         return None
-    value = age_or_moment(text)
-    return dt.datetime.now(dt.UTC) - value if isinstance(value, dt.timedelta) else value
+    return cutoff(age_or_moment(text), "until")
 
 
 def _scoped(request: Request, agent_id: str | None, what: str) -> None:

@@ -21,14 +21,17 @@ from .._sanitize import is_clean, jsonable
 MAX_TEXT = 100_000  # characters of a task or of additional instructions
 
 def plain_id(value: str) -> str:
-    """An id as given (422 for NUL or a lone surrogate: ids are never rewritten)."""
+    """An id as given (422 for blank ids, NUL or a lone surrogate: ids are never rewritten,
+    not even stripped)."""
+    if not value.strip():
+        raise ValueError("must not be blank")
     if not is_clean(value):
         raise ValueError("must be plain text: it contains a NUL character or a lone surrogate")
     return value
 
 
 Id = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255),
+    str, StringConstraints(min_length=1, max_length=255),
     AfterValidator(plain_id),
 ]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]

@@ -21,8 +21,9 @@ from typing import Any
 
 import jinja2
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -116,8 +117,13 @@ class UiGate:
             await self.app(scope, receive, send)
             return
         if path.startswith(STATIC_PREFIX + "/"):
-            await static_files({**scope, "root_path": scope.get("root_path", "") + STATIC_PREFIX},
-                               receive, send)
+            try:
+                await static_files(
+                    {**scope, "root_path": scope.get("root_path", "") + STATIC_PREFIX},
+                    receive, send)
+            except HTTPException as exc:  # no such file, or not a GET (outside FastAPI's handler)
+                await PlainTextResponse(exc.detail, exc.status_code, exc.headers)(
+                    scope, receive, send)
             return
         if path == "/ui/login" and scope["method"] == "POST":
             await self._login(scope, receive, send)

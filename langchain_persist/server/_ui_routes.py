@@ -22,6 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from .._errors import ValidationError
 from .._records import AgentResult
+from .._results import validate as check
 from .._results.inspect import find_execution, thread_checkpoints
 from .._sanitize import to_text
 from . import _ui_insight as insight
@@ -125,18 +126,18 @@ def _local_time(name: str, value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
-        at = dt.datetime.fromisoformat(value)
-    except ValueError:
+        return dt.datetime.fromisoformat(value).astimezone(dt.UTC)  # naive: the server's zone
+    except (ValueError, OverflowError):  # not a time, or out of range once in UTC
         raise ValidationError(
-            f"'{name}' must be a date and time such as 2026-11-27T13:17, got {value!r}"
+            f"'{name}' must be a date and time from year 1 to 9999, such as 2026-11-27T13:17;"
+            f" got {value!r}"
         ) from None
-    return at.astimezone(dt.UTC) if at.tzinfo is None else at
 
 
 # -- one run ---------------------------------------------------------------------------------
 
 
-@router.get("/runs/{execution_id}", response_class=HTMLResponse)
+@router.get("/runs/{execution_id:path}", response_class=HTMLResponse)
 def run_page(request: Request, execution_id: str) -> HTMLResponse:
     """One run: header, the waterfall of its calls by graph step, each call's input and
     output, its logs; and what can be done next."""
@@ -171,7 +172,7 @@ def run_page(request: Request, execution_id: str) -> HTMLResponse:
 # -- one thread ------------------------------------------------------------------------------
 
 
-@router.get("/threads/{thread_id}", response_class=HTMLResponse)
+@router.get("/threads/{thread_id:path}", response_class=HTMLResponse)
 def thread_page(
     request: Request, thread_id: str, checkpoint: Text = None,
     step: Annotated[int | None, Query(ge=-1)] = None, run: Text = None,
@@ -271,12 +272,11 @@ async def live(
     """
     s = ui_state(request)
     scope = scope_of(request)
-    try:
+    try:  # filters the runs page itself refused: nothing to watch
         filters = {"agent_id": agent or None, "thread_id": thread or None,
-                   "status": status or None, "until": _local_time("to", until)}
-        start = _local_time("from", since)
-        after = dt.datetime.fromisoformat(newer) if newer else None
-    except (ValidationError, ValueError):
+                   "status": status and check.status(status), "until": _local_time("to", until)}
+        start, after = _local_time("from", since), _local_time("newer", newer)
+    except ValidationError:
         watch, filters, start, after = False, {}, None, None
     return EventSourceResponse(
         _live(request, s, scope, list(dict.fromkeys(run or ()))[:PAGE], watch, after, start,

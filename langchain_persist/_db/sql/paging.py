@@ -34,7 +34,14 @@ def as_utc(at: dt.datetime) -> dt.datetime:
     """A datetime in UTC; a naive one is taken to be UTC already."""
     if at.tzinfo is dt.UTC:
         return at
-    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    if at.tzinfo is None:
+        return at.replace(tzinfo=dt.UTC)
+    try:
+        return at.astimezone(dt.UTC)
+    except OverflowError:  # the first or last hours of the calendar, in another zone
+        raise ValidationError(
+            f"{at.isoformat()} is out of range in UTC: give a moment from year 1 to 9999"
+        ) from None
 
 
 def delete_batch(conn: Connection, table: Table, where: ColumnElement[bool], size: int) -> int:
