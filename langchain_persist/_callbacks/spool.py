@@ -57,7 +57,7 @@ def default_directory(url: str) -> Path | None:
     if setting and setting.lower() not in ("on", "1", "true", "yes"):
         return Path(setting).expanduser()
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    if parsed.get_backend_name() == "sqlite":  # (a file: in-memory ones are refused)
         file = Path(parsed.database).expanduser()  # type: ignore[arg-type]
         return file.with_name(file.name + "-spool")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -237,14 +237,11 @@ def set_merging(conn: Connection, fts: str, settings: dict[str, int]) -> None:
 
 
 @contextmanager
-def cleaning(database: str | None) -> Iterator[None]:
+def cleaning(database: str) -> Iterator[None]:
     """Held while a cleanup has FTS5's merging off (a shared ``flock`` on a file beside the
     SQLite file ``database``): a process killed meanwhile lets go of it as it dies, so that
     `restore_merging` can tell a cleanup that stopped from one that runs."""
     fd = _lock_file(database)
-    if fd is None:
-        yield
-        return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         yield
@@ -260,12 +257,10 @@ def merging_left_off(conn: Connection) -> list[str]:
         f"SELECT v FROM {name}_search_config WHERE k = 'crisismerge'")).scalar()) == off]
 
 
-def restore_merging(conn: Connection, database: str | None, indexes: list[str]) -> bool:
+def restore_merging(conn: Connection, database: str, indexes: list[str]) -> bool:
     """Turn FTS5's merging on again for ``indexes`` (`merging_left_off`), unless a cleanup
     still runs (`cleaning`); whether it did."""
     fd = _lock_file(database)
-    if fd is None:
-        return False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,11 +273,9 @@ def restore_merging(conn: Connection, database: str | None, indexes: list[str]) 
         os.close(fd)
 
 
-def _lock_file(database: str | None) -> int | None:
+def _lock_file(database: str) -> int:
     """The open lock file of `cleaning`, beside the SQLite file (the same for every process,
-    whatever its working directory); None for a database in memory."""
-    if not database or database == ":memory:":
-        return None
+    whatever its working directory)."""
     path = os.path.abspath(os.path.expanduser(database))
     return os.open(f"{path}-retention.lock", os.O_RDWR | os.O_CREAT, 0o600)
 
