@@ -62,6 +62,10 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
+# In a forked child, the driver connections its parent had open (see `Database._after_fork`).
+PARENTS_CONNECTIONS: list[Any] = []
+
+
 def checked_url(url: str) -> URL:
     """``url`` (as `resolve_url` gives it) parsed, or a `ConfigurationError` naming the fix: a
     URL that cannot be parsed, a database other than SQLite and PostgreSQL, or an in-memory
@@ -116,7 +120,18 @@ class Database:
         self.schema_checked = False
         self.refs = 0  # objects using it (see `acquire` and `release`)
         self.caches: dict[str, Any] = {}  # per-database state of upper layers (see `cache`)
+        self._connections: dict[int, Any] = {}  # the pools' open driver connections, by id
+        for engine in {self.engine, self.fast}:
+            event.listen(engine, "connect", self._opened)
+            event.listen(engine, "close", self._closed)
+            event.listen(engine, "close_detached", self._closed)
         self._new_locks()
+
+    def _opened(self, dbapi_conn: Any, *_: Any) -> None:
+        self._connections[id(dbapi_conn)] = dbapi_conn
+
+    def _closed(self, dbapi_conn: Any, *_: Any) -> None:
+        self._connections.pop(id(dbapi_conn), None)
 
     def _new_locks(self) -> None:
         self.lock = threading.Lock()
@@ -268,7 +283,12 @@ class Database:
         return len(self._apools) if self._apools is not None else 0
 
     def _after_fork(self) -> None:
-        """In a forked child: new pools (the parent keeps its connections), locks and caches."""
+        """In a forked child: new pools (the parent keeps its connections), locks and caches.
+        The parent's connections are kept, unused: collected, SQLite's would be closed in
+        the child (which SQLite forbids for a connection opened before a fork) and
+        psycopg's would warn."""
+        PARENTS_CONNECTIONS.extend(self._connections.values())
+        self._connections = {}
         self.engine.dispose(close=False)
         if self.fast is not self.engine:
             self.fast.dispose(close=False)
