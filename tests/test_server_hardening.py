@@ -206,6 +206,32 @@ def test_ids_are_kept_as_given_and_their_pages_reached(db_url):
             "agentId": "ids", "task": "x", "threadId": "  "}).status_code == 422
 
 
+def test_an_agent_id_with_a_slash_is_reached_through_every_agent_route(db_url):
+    """``team/bot`` is a valid agent id: its routes take it percent-encoded (as the viewer's
+    resume form sends it), not a 404."""
+    app = create_app(server_graphs.agent, url=db_url, retry_delay=0)
+    agent = urllib.parse.quote("team/bot", safe="")
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        asked = post_events(client, "/api/agents/execute",
+                            {"agentId": "team/bot", "task": "approve :: ask"})[-1].data
+        assert asked["interrupts"]
+        (listed,) = client.get(f"/api/agents/{agent}/results").json()["items"]
+        assert listed["agentId"] == "team/bot"
+        for path in (f"results/{asked['resultId']}",
+                     f"executions/{asked['executionId']}/logs",
+                     f"executions/{asked['executionId']}/traces",
+                     f"checkpoints/{asked['checkpointId']}", "stats"):
+            assert client.get(f"/api/agents/{agent}/{path}").status_code == 200, path
+        hits = client.get(f"/api/agents/{agent}/search", params={"q": "approve"}).json()
+        assert hits["items"] and {h["agentId"] for h in hits["items"]} == {"team/bot"}
+        with client.stream("POST", f"/api/agents/{agent}/resume",
+                           json={"checkpointId": asked["checkpointId"], "resume": "yes"}) as r:
+            resumed = list(parse_sse(r.iter_lines()))
+        assert r.status_code == 200 and resumed[-1].data["status"] == "completed"
+        other = urllib.parse.quote("team/other", safe="")
+        assert client.get(f"/api/agents/{other}/results/{asked['resultId']}").status_code == 403
+
+
 def test_a_missing_asset_is_a_404_behind_a_token(db_url):
     app = create_app(server_graphs.agent, url=db_url, retry_delay=0,
                      api_tokens={"s3cret": ["*"]})

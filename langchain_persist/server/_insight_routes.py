@@ -86,7 +86,7 @@ async def search(
                          until=until, limit=limit, cursor=cursor)
 
 
-@router.get("/api/agents/{agentId}/search")
+@router.get("/api/agents/{agentId:path}/search")
 async def agent_search(
     agent_id: AgentId, request: Request, q: Q,
     execution_id: Annotated[str | None, Query(alias="executionId")] = None,
@@ -122,7 +122,7 @@ async def stats(
     return await _stats(request, agent_id, since, until, by, top_errors)
 
 
-@router.get("/api/agents/{agentId}/stats")
+@router.get("/api/agents/{agentId:path}/stats")
 async def agent_stats(
     agent_id: AgentId, request: Request, since: Since = "7d", until: Until = None,
     by: By = None, top_errors: Annotated[int, Query(alias="topErrors", ge=0, le=100)] = 10,

@@ -60,7 +60,7 @@ async def get_result(result_id: ResultId, request: Request) -> dict[str, Any]:
     return record_json(result)
 
 
-@router.get("/api/agents/{agentId}/results")
+@router.get("/api/agents/{agentId:path}/results")
 async def agent_results(
     agent_id: AgentId, request: Request, limit: Limit = 50, cursor: Cursor = None,
     status: Status = None,
@@ -72,7 +72,7 @@ async def agent_results(
     return page_json(page)
 
 
-@router.get("/api/agents/{agentId}/results/{resultId}")
+@router.get("/api/agents/{agentId:path}/results/{resultId}")
 async def agent_result(agent_id: AgentId, result_id: ResultId, request: Request) -> dict[str, Any]:
     """One of the agent's results (403 if another agent's)."""
     allow(request, agent_id, f"the results of agent {agent_id!r}")
@@ -116,7 +116,7 @@ async def execution_traces(
     return await _events(s, "traces", execution_id, limit, cursor)
 
 
-@router.get("/api/agents/{agentId}/executions/{executionId}/logs")
+@router.get("/api/agents/{agentId:path}/executions/{executionId}/logs")
 async def agent_execution_logs(
     agent_id: AgentId, execution_id: ExecutionId, request: Request, limit: Limit = 100,
     cursor: Cursor = None,
@@ -127,7 +127,7 @@ async def agent_execution_logs(
     return await _events(s, "logs", execution_id, limit, cursor)
 
 
-@router.get("/api/agents/{agentId}/executions/{executionId}/traces")
+@router.get("/api/agents/{agentId:path}/executions/{executionId}/traces")
 async def agent_execution_traces(
     agent_id: AgentId, execution_id: ExecutionId, request: Request, limit: Limit = 100,
     cursor: Cursor = None,
@@ -144,7 +144,7 @@ async def get_checkpoint(checkpoint_id: CheckpointId, request: Request) -> dict[
     return record_json(await owned_checkpoint(request, server(request), checkpoint_id))
 
 
-@router.get("/api/agents/{agentId}/checkpoints/{checkpointId}")
+@router.get("/api/agents/{agentId:path}/checkpoints/{checkpointId}")
 async def agent_checkpoint(
     agent_id: AgentId, checkpoint_id: CheckpointId, request: Request
 ) -> dict[str, Any]:

@@ -73,7 +73,7 @@ async def execute(body: ExecuteRequest, request: Request) -> EventSourceResponse
     return _stream(log)
 
 
-@router.post("/api/agents/{agentId}/resume", response_class=EventSourceResponse,
+@router.post("/api/agents/{agentId:path}/resume", response_class=EventSourceResponse,
              responses={200: _SSE_DOC}, tags=["runs"])
 async def resume(agent_id: AgentId, body: ResumeRequest, request: Request) -> EventSourceResponse:
     """Continue from one of the agent's checkpoints; stream the same events as execute.
