@@ -112,9 +112,10 @@ def test_close_releases_only_its_own_use(db_url):
 
 def test_the_base_cache_is_bounded_and_goes_with_its_database(db_url):
     bases = Bases(max_bytes=100)
-    bases.add([(("t", "", "a"), ("1", "msgpack", b"x" * 60))])
-    bases.add([(("t", "", "b"), ("1", "msgpack", b"y" * 60))])
+    bases.add([(("t", "", "a"), ("1", "msgpack", b"x" * 60))], ("t", "", "c1"))
+    bases.add([(("t", "", "b"), ("1", "msgpack", b"y" * 60))], ("t", "", "c2"))
     assert bases.get(("t", "", "a")) is None and bases.get(("t", "", "b")) is not None
+    assert bases.follows("t", "", "c2") and not bases.follows("t", "", "c1")
     saver = PersistSaver.from_url(db_url)
     _thread(saver, "t", steps=6)  # a growing messages list: stored as tails on a base
     db = saver.db

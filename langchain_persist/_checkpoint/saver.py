@@ -164,10 +164,12 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         values = rest.pop("channel_values")
         versions = rest.pop("channel_versions")
         bases = self._bases
+        follows = bases.follows(thread_id, ns, parent_id)
         value_rows, new_bases = [], []
         for channel, version in new_versions.items():
             row, base = self._value_row(
-                bases, thread_id, ns, channel, stored_version(version), values
+                bases if follows else None, thread_id, ns, channel, stored_version(version),
+                values,
             )
             value_rows.append(row)
             if base is not None:
@@ -196,12 +198,12 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
             "created_at": dt.datetime.now(dt.UTC),
         }
         yield from store.put_checkpoint(self._dialect, row, value_rows)
-        bases.add(new_bases)
+        bases.add(new_bases, (thread_id, ns, checkpoint["id"]))
         return _config(thread_id, ns, checkpoint["id"])
 
     def _value_row(
         self,
-        bases: Bases,
+        bases: Bases | None,
         thread_id: str,
         ns: str,
         channel: str,
@@ -209,12 +211,13 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         values: Mapping[str, Any],
     ) -> tuple[tuple[Any, ...], Any]:
         """The row storing one channel version, ``(channel, version, type, base_version,
-        blob)``, and the base entry it makes (or None)."""
+        blob)``, and the base entry it makes (or None); a tail of a base in ``bases`` when
+        that pays (no ``bases``: none)."""
         if channel not in values:
             return (channel, version, EMPTY, None, None), None
         stype, raw = dump(self.serde, values[channel], f"channel {channel!r}")
         key = (thread_id, ns, channel)
-        base = bases.get(key)
+        base = bases.get(key) if bases is not None else None
         if base is not None and base[1] == stype:
             tail = tail_of(raw, base[2])
             if tail is not None and len(tail) <= len(base[2]) // TAIL_FRACTION:
@@ -424,11 +427,12 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         Raises `ValidationError`, deleting nothing, when a checkpoint that stays still needs a
         deleted one to rebuild a `DeltaChannel`.
         """
+        run_ids = _ids("run_ids", run_ids)
         if not run_ids:
             return
         d = self._dialect
-        run_ids = [str(r) for r in run_ids]
         doomed: dict[tuple[str, str], set[str]] = defaultdict(set)
+        yield from store.one_snapshot(d)
         for r in (yield from store.checkpoints_of_runs(d, run_ids)):
             doomed[(r.thread_id, r.checkpoint_ns)].add(r.checkpoint_id)
         self._bases.forget([thread_id for thread_id, _ in doomed])
@@ -466,7 +470,7 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
             raise ValidationError(
                 f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}"
             )
-        thread_ids = [str(t) for t in thread_ids]
+        thread_ids = _ids("thread_ids", thread_ids)
         if not thread_ids:
             return
         d = self._dialect
@@ -474,7 +478,8 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         if strategy == "delete":
             yield from store.delete_threads(d, thread_ids)
             return
-        for thread_id in thread_ids:  # one short transaction per thread
+        for thread_id in thread_ids:  # one short transaction per thread, on one snapshot
+            yield from store.one_snapshot(d)
             by_ns = namespaces((yield from store.namespace_rows(d, thread_id)))
             roots = by_ns.get("", [])
             root_ids = {r.checkpoint_id for r in roots}
@@ -563,6 +568,13 @@ class _Where(NamedTuple):
     def __str__(self) -> str:
         thread = "" if self.thread_id is None else f" of thread {self.thread_id!r}"
         return f"{self.prefix}checkpoint {self.checkpoint_id!r}{thread}"
+
+
+def _ids(field: str, values: Sequence[str]) -> list[str]:
+    """A list of ids (one id alone, a str, is refused: it would be taken letter by letter)."""
+    if isinstance(values, str | bytes):
+        raise ValidationError(f"{field} must be a list of ids, not one: pass [{values!r}]")
+    return [str(v) for v in values]
 
 
 def _optional_id(field: str, value: Any) -> str | None:

@@ -27,12 +27,14 @@ from sqlalchemy import (
     cast,
     column,
     delete,
+    exists,
     func,
     insert,
     literal,
     literal_column,
     null,
     select,
+    text,
     true,
     tuple_,
     type_coerce,
@@ -203,17 +205,38 @@ def _put_statement(dialect: str) -> Any:
                 _bind("checkpoint_ns", v.c.checkpoint_ns),
                 *(rows.c[n] for n in _VALUE_COLUMNS),
                 blob,
-            ),
+            ).where(_base_stored(rows.c.channel, rows.c.base_version)),
         )
         .on_conflict_do_nothing()
     )
     return stmt.add_cte(new_values.cte("new_values"))
 
 
+def _base_stored(channel: Any, base_version: Any) -> Any:
+    """A value row is stored whole, or as a tail whose base row is there (the thread may have
+    been deleted by another process since this one stored the base)."""
+    base = v.alias("base")
+    return base_version.is_(None) | exists().where(
+        base.c.thread_id == _bind("thread_id", v.c.thread_id),
+        base.c.checkpoint_ns == _bind("checkpoint_ns", v.c.checkpoint_ns),
+        base.c.channel == channel,
+        base.c.version == base_version,
+    )
+
+
 @prepared
 def _value_statement(dialect: str) -> Any:
-    """One value row (SQLite: run once per row, ``executemany``)."""
-    return _upsert_one(dialect, v, ())
+    """One value row, a tail only if its base is stored (SQLite: run once per row,
+    ``executemany``)."""
+    channel, base_version = _bind("channel", v.c.channel), _bind("base_version", v.c.base_version)
+    return (
+        sqlite.insert(v)
+        .from_select(
+            [c.name for c in v.c],
+            select(*(_bind(c.name, c) for c in v.c)).where(_base_stored(channel, base_version)),
+        )
+        .on_conflict_do_nothing()
+    )
 
 
 def put_checkpoint(dialect: Any, row: dict[str, Any], values: list[tuple[Any, ...]]) -> Plan[None]:
@@ -827,6 +850,19 @@ def _delete_values(dialect: str) -> Any:
             )
         )
     return delete(v).where(*_in_namespace(v), gone)
+
+
+@prepared
+def _one_snapshot(dialect: str) -> Any:
+    return text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+def one_snapshot(dialect: Any) -> Plan[None]:
+    """(First in a transaction) let it read one snapshot: on PostgreSQL a checkpoint that a
+    run commits meanwhile is then not seen at all, rather than its values alone (SQLite's
+    write transactions see one state already: writers wait for each other)."""
+    if dialect.name == "postgresql":
+        yield execute(_one_snapshot(dialect), {})
 
 
 def remove_checkpoints(
