@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain.agents import create_agent
 from langchain_core.tools import tool
+from langgraph.checkpoint.base import empty_checkpoint
 from saver_graphs import agent_graph
 
 from langchain_persist import (
@@ -234,6 +235,35 @@ def test_a_write_of_a_task_with_a_nul_in_its_id_is_refused_on_both_databases(ser
         with pytest.raises(ValidationError, match="NUL character or a lone surrogate"):
             saver.put_writes(latest, [("messages", "x")], task_id, task_path)
     assert saver.get_tuple(config).pending_writes == []  # nothing half-written
+    saver.close()
+
+
+@pytest.mark.parametrize("where", ["checkpoint id", "channel", "version", "write channel"])
+@pytest.mark.parametrize("bad", ["a\x00b", "a\ud800b", "x" * 300])
+def test_a_checkpoint_with_an_id_no_row_can_hold_is_refused_whole(service, where, bad):
+    """Found by a review: these raised the driver's errors, differently on each database (on
+    SQLite a NUL in a channel name lost its value in silence)."""
+    saver = PersistSaver.from_url(service.url)
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    version = saver.get_next_version(None, None)
+    checkpoint = {**empty_checkpoint(), "channel_values": {"c": "v", bad: "w"},
+                  "channel_versions": {"c": version}}
+    new_versions: dict[str, Any] = {"c": version}
+    if where == "checkpoint id":
+        checkpoint["id"] = bad
+    elif where == "channel":
+        new_versions[bad] = version
+    elif where == "version":
+        new_versions["c"] = bad
+    if where != "write channel":
+        with pytest.raises(ValidationError):
+            saver.put(config, checkpoint, {}, new_versions)
+        assert saver.get_tuple(config) is None  # nothing half-written
+    else:
+        stored = saver.put(config, checkpoint, {}, new_versions)
+        with pytest.raises(ValidationError):
+            saver.put_writes(stored, [("c", "x"), (bad, "y")], "task")
+        assert saver.get_tuple(stored).pending_writes == []
     saver.close()
 
 

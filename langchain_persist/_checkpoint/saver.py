@@ -40,7 +40,7 @@ from .._db.plans import COMMIT, Emit, Plan, aiterate, async_plan, iterate, plann
 from .._db.sql import checkpoints as store
 from .._errors import ValidationError
 from .._ids import uuid7
-from .._sanitize import checked_id, checked_namespace, jsonable
+from .._sanitize import checked_id, checked_namespace, is_clean, jsonable, shown
 from .bases import Bases, for_database
 from .codec import (
     EMPTY,
@@ -61,6 +61,7 @@ TAIL_FRACTION = 4
 BASE_MIN_BYTES = 1024
 STRATEGIES = ("keep_latest", "delete")
 VERSION_DIGITS = 32
+MAX_VERSION = 64  # characters of a stored version (the column's length)
 
 
 class _Key(NamedTuple):
@@ -168,8 +169,8 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         value_rows, new_bases = [], []
         for channel, version in new_versions.items():
             row, base = self._value_row(
-                bases if follows else None, thread_id, ns, channel, stored_version(version),
-                values,
+                bases if follows else None, thread_id, ns, checked_id("channel", channel),
+                _checked_version(channel, version), values,
             )
             value_rows.append(row)
             if base is not None:
@@ -185,7 +186,7 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         row = {
             "thread_id": thread_id,
             "checkpoint_ns": ns,
-            "checkpoint_id": checkpoint["id"],
+            "checkpoint_id": checked_id("checkpoint id", checkpoint["id"]),
             "id": uuid7(),
             "agent_id": None if agent_id is None else str(agent_id),
             "parent_checkpoint_id": parent_id,
@@ -244,7 +245,7 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         rows = [
             (
                 WRITES_IDX_MAP.get(channel, idx),
-                channel,
+                checked_id("channel", channel),
                 *pack(*dump(self.serde, value, f"a write to channel {channel!r}")),
             )
             for idx, (channel, value) in enumerate(writes)
@@ -532,6 +533,17 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
 # make it, so that versions sort the same whoever wrote them, and stored it costs no more
 # than the 12-digit versions did.  Every other version is stored as it is ("+" doubled in
 # front when it begins with one).  Versions are only ever compared for equality in SQL.
+
+
+def _checked_version(channel: str, value: Any) -> str:
+    """`stored_version`, or a `ValidationError` for a version no row can hold."""
+    stored = stored_version(value)
+    if len(stored) > MAX_VERSION or not is_clean(stored):
+        raise ValidationError(
+            f"channel {channel!r}: version {shown(value)} must be plain text of at most "
+            f"{MAX_VERSION} characters (get_next_version makes them)"
+        )
+    return stored
 
 
 def stored_version(value: Any) -> str:
