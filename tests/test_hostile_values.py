@@ -267,6 +267,17 @@ def test_a_checkpoint_with_an_id_no_row_can_hold_is_refused_whole(service, where
     saver.close()
 
 
+def test_two_writes_to_one_special_channel_in_one_call_keep_the_last(service):
+    """As InMemorySaver does (PostgreSQL refused the statement: one row updated twice)."""
+    saver = PersistSaver.from_url(service.url)
+    stored = saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}},
+                       empty_checkpoint(), {}, {})
+    saver.put_writes(stored, [("__error__", "first"), ("__error__", "second"), ("a", 1)], "task")
+    assert saver.get_tuple(stored).pending_writes == [
+        ("task", "__error__", "second"), ("task", "a", 1)]
+    saver.close()
+
+
 @tool
 def _echo(text: str) -> str:
     """Return the text."""

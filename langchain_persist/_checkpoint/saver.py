@@ -242,14 +242,14 @@ class PersistSaver(Leased, BaseCheckpointSaver[str]):
         thread_id, ns, checkpoint_id = _key(config)
         if not writes:
             return
-        rows = [
-            (
+        rows = list({  # by idx: two writes to one special channel, the last one kept
+            WRITES_IDX_MAP.get(channel, idx): (
                 WRITES_IDX_MAP.get(channel, idx),
                 checked_id("channel", channel),
                 *pack(*dump(self.serde, value, f"a write to channel {channel!r}")),
             )
             for idx, (channel, value) in enumerate(writes)
-        ]
+        }.values())
         key = {
             "thread_id": thread_id,
             "checkpoint_ns": ns,
