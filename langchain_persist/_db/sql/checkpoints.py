@@ -225,9 +225,11 @@ def _base_stored(channel: Any, base_version: Any) -> Any:
 
 
 @prepared
-def _value_statement(dialect: str) -> Any:
-    """One value row, a tail only if its base is stored (SQLite: run once per row,
-    ``executemany``)."""
+def _value_statement(dialect: str, tail: bool) -> Any:
+    """One value row (SQLite: run once per row, ``executemany``); a tail only if its base is
+    stored."""
+    if not tail:
+        return _upsert_one(dialect, v, ())
     channel, base_version = _bind("channel", v.c.channel), _bind("base_version", v.c.base_version)
     return (
         sqlite.insert(v)
@@ -247,16 +249,15 @@ def put_checkpoint(dialect: Any, row: dict[str, Any], values: list[tuple[Any, ..
         params = {**row, **_rows_params("v_", _VALUE_COLUMNS, values)}
         yield execute(_put_statement(dialect), params)
         return
-    if values:
-        thread_id, ns = row["thread_id"], row["checkpoint_ns"]
-        yield execute_many(
-            _value_statement(dialect),
-            [
-                {"thread_id": thread_id, "checkpoint_ns": ns, "channel": c, "version": ver,
-                 "type": type_, "base_version": base, "blob": blob}
-                for c, ver, type_, base, blob in values
-            ],
-        )  # fmt: skip
+    thread_id, ns = row["thread_id"], row["checkpoint_ns"]
+    for tail in (False, True):
+        rows = [
+            {"thread_id": thread_id, "checkpoint_ns": ns, "channel": c, "version": ver,
+             "type": type_, "base_version": base, "blob": blob}
+            for c, ver, type_, base, blob in values if (base is not None) is tail
+        ]  # fmt: skip
+        if rows:
+            yield execute_many(_value_statement(dialect, tail), rows)
     yield execute(_put_statement(dialect), row)
 
 
